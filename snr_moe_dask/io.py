@@ -1,0 +1,240 @@
+"""Open and validate spectra stores; write outputs atomically.
+
+The store schema
+----------------
+- dims ``spectrum`` and ``wavelength``; coordinate ``wavelength`` in Angstrom,
+  float64, strictly increasing;
+- ``flux`` and ``error`` (spectrum, wavelength), float32 (float64 is accepted);
+  ``error`` is the 1-sigma uncertainty of ``flux``;
+- labels (spectrum): ``logg``, ``teff``, ``mh``, ``mag``;
+- ``snr`` (spectrum): the true SNR, median over pixels of noiseless flux / error;
+- optional ``mask`` (spectrum, wavelength) bool, True = bad pixel;
+- attrs: ``instrument``, ``arm``, ``generator_version``, ``seed``, ``noise_level``;
+- chunked along ``spectrum`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+SPECTRUM = "spectrum"
+WAVELENGTH = "wavelength"
+EXPERT = "expert"
+TARGET = "target"
+
+SPECTRAL_VARS = ("flux", "error")
+LABEL_VARS = ("logg", "teff", "mh", "mag")
+PER_SPECTRUM_VARS = (*LABEL_VARS, "snr")
+
+
+class StoreError(ValueError):
+    """A store does not follow the schema, or cannot be read."""
+
+
+def open_spectra(path: str | os.PathLike, *, require: Iterable[str] = ()) -> xr.Dataset:
+    """Open a spectra store lazily and check it against the schema.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A Zarr store written by ``snr-moe generate`` or following the schema.
+    require : iterable of str, optional
+        Per-spectrum variables the caller needs besides ``flux`` and
+        ``error`` (for example the target ``"logg"`` or ``"snr"``).
+
+    Returns
+    -------
+    xarray.Dataset
+        Backed by dask arrays; nothing heavy has been read.
+
+    Raises
+    ------
+    StoreError
+        If the path cannot be opened or a variable breaks the schema. The
+        message names the store, the variable and what was expected.
+    """
+    name = str(path)
+    if not Path(name).exists():
+        raise StoreError(
+            f"cannot open spectra store {name!r}: no such file or directory; "
+            "create one with `snr-moe generate OUT.zarr --n N` or check the path"
+        )
+    try:
+        with warnings.catch_warnings():
+            # Zarr format 3 stores are written without consolidated metadata.
+            warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
+            ds = xr.open_zarr(name, chunks={}, consolidated=None)
+    except Exception as exc:  # zarr raises many types; re-raise with the store named
+        raise StoreError(
+            f"cannot open spectra store {name!r} as Zarr: {type(exc).__name__}: {exc}"
+        ) from exc
+    validate_spectra(ds, name, require=require)
+    return ds
+
+
+def validate_spectra(ds: xr.Dataset, name: str, *, require: Iterable[str] = ()) -> None:
+    """Check ``ds`` against the store schema without computing anything heavy.
+
+    Only the wavelength coordinate (one small 1-D array) is read.
+    """
+    for var in (*SPECTRAL_VARS, *require):
+        if var not in ds.variables:
+            raise StoreError(
+                f"store {name!r} has no variable {var!r}; "
+                f"expected {var!r} with dims {_expected_dims(var)} "
+                f"(variables present: {sorted(map(str, ds.data_vars))})"
+            )
+    for var in ds.data_vars:
+        expected = _expected_dims(str(var))
+        if expected is not None and ds[var].dims != expected:
+            raise StoreError(
+                f"variable {var!r} in store {name!r} has dims {ds[var].dims}; "
+                f"expected {expected}"
+            )
+    for var in SPECTRAL_VARS:
+        if ds[var].dtype not in (np.float32, np.float64):
+            raise StoreError(
+                f"variable {var!r} in store {name!r} has dtype {ds[var].dtype}; "
+                "expected float32 (or float64)"
+            )
+    if "mask" in ds.variables and ds["mask"].dtype != bool:
+        raise StoreError(
+            f"variable 'mask' in store {name!r} has dtype {ds['mask'].dtype}; "
+            "expected bool (True = bad pixel)"
+        )
+    if ds["flux"].shape != ds["error"].shape:
+        raise StoreError(
+            f"variables 'flux' {ds['flux'].shape} and 'error' {ds['error'].shape} "
+            f"in store {name!r} differ in shape; expected the same (spectrum, wavelength)"
+        )
+    _validate_wavelength(ds, name)
+
+
+def _expected_dims(var: str) -> tuple[str, ...] | None:
+    if var in (*SPECTRAL_VARS, "mask"):
+        return (SPECTRUM, WAVELENGTH)
+    if var in PER_SPECTRUM_VARS:
+        return (SPECTRUM,)
+    return None
+
+
+def _validate_wavelength(ds: xr.Dataset, name: str) -> None:
+    if WAVELENGTH not in ds.coords:
+        raise StoreError(
+            f"store {name!r} has no coordinate 'wavelength'; "
+            "expected a float64 coordinate in Angstrom along dim 'wavelength'"
+        )
+    wave = ds[WAVELENGTH]
+    if wave.dims != (WAVELENGTH,):
+        raise StoreError(
+            f"coordinate 'wavelength' in store {name!r} has dims {wave.dims}; "
+            "expected ('wavelength',)"
+        )
+    values = np.asarray(wave.values)
+    if not np.issubdtype(values.dtype, np.floating):
+        raise StoreError(
+            f"coordinate 'wavelength' in store {name!r} has dtype {values.dtype}; "
+            "expected float64 (Angstrom)"
+        )
+    steps = np.diff(values)
+    if values.size and not (np.all(np.isfinite(values)) and np.all(steps > 0)):
+        bad = int(np.argmax(~(steps > 0))) if steps.size else 0
+        raise StoreError(
+            f"coordinate 'wavelength' in store {name!r} is not strictly increasing "
+            f"(at index {bad + 1}: {values[bad]!r} -> {values[min(bad + 1, values.size - 1)]!r}); "
+            "expected strictly increasing wavelengths in Angstrom"
+        )
+
+
+def store_fingerprint(path: str | os.PathLike) -> str:
+    """Return a short hash of a store's metadata and the names and sizes of its chunks.
+
+    It changes when data are rewritten, appended or re-chunked, without
+    reading any chunk.
+    """
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root).as_posix()
+        digest.update(rel.encode())
+        if file.name in ("zarr.json", ".zattrs", ".zarray", ".zgroup", ".zmetadata"):
+            digest.update(file.read_bytes())
+        else:
+            digest.update(str(file.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse to replace an existing output unless ``overwrite`` is set."""
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise FileExistsError(
+            f"output {str(out)!r} already exists; pass --overwrite (overwrite=True) "
+            "to replace it, or choose another path"
+        )
+    return out
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; on success, rename it into place.
+
+    On error the temporary is removed and any previous output is untouched.
+    The old output is moved aside first and removed only once the new one
+    is in place, so a crash never leaves neither.
+    """
+    final = check_output(path, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Write JSON atomically (NaN written as null)."""
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
