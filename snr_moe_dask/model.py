@@ -1,0 +1,509 @@
+"""``SNRBinnedRidge``: a global ridge model plus one ridge expert per SNR bin.
+
+The estimator follows scikit-learn's conventions: ``__init__`` stores its
+arguments unchanged, ``None`` means "from :mod:`dask.config`", validation
+happens in ``fit``, and fitted attributes end in ``_``. A fitted model is saved
+as a Zarr store that ``xarray.open_zarr`` reads, with no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from . import stats
+from .binning import bin_ranges, check_bins
+from .config import get_setting
+from .io import EXPERT, SPECTRUM, TARGET, WAVELENGTH, atomic_path, store_fingerprint
+from .reduce import ReduceSpec, build_fit_graph
+from .solve import solve_ridge
+
+MODEL_FORMAT_VERSION = 1
+ROUTINGS = ("oracle", "observed")
+GLOBAL = "global"
+
+
+class SNRBinnedRidge(RegressorMixin, BaseEstimator):
+    """Ridge regression with one expert per SNR bin, fitted in one pass with Dask.
+
+    Parameters
+    ----------
+    alpha : float or dict, optional
+        Penalty. A dict maps expert names (``"global"`` and the bin names) to
+        their own alpha. Default ``snr-moe.fit.alpha`` (1e5).
+    bins : sequence of float, optional
+        SNR bin edges, right-closed. Default ``snr-moe.bins.edges`` (2, 4, 7).
+    bin_names : sequence of str, optional
+        One name per bin. Default ``snr-moe.bins.names`` (X, L, M, H).
+    routing : {"oracle", "observed"}, optional
+        Bin by the store's true ``snr`` or by the observed median flux/error.
+    target : str or sequence of str, optional
+        Label(s) to predict. Default ``["logg"]``.
+    precision : {"float32", "float64"}, optional
+        Dtype of the centred products (accumulation is always float64).
+    standardize : bool, optional
+        Penalize standardized coefficients.
+    min_spectra : int, optional
+        Experts with fewer training spectra fall back to the global model.
+    max_bad_fraction : float, optional
+        Spectra with more bad pixels than this fraction are excluded.
+    partitions : int, optional
+        Number of fold chains; default one per worker thread.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_experts, n_pixels, n_targets)
+        Expert 0 is the global model; a fallback expert holds its coefficients.
+    intercept_ : ndarray of shape (n_experts, n_targets)
+    mean_x_ : ndarray of shape (n_experts, n_pixels)
+    experts_ : list of str
+        ``["global", *bin_names]``.
+    n_train_ : ndarray of shape (n_experts,)
+    alpha_ : ndarray of shape (n_experts,)
+    fallback_ : dict of str to str
+        Experts served by the global model, with the reason.
+    solver_ : dict of str to dict
+        Solver used per expert, and the reason for any fallback to ``eigh``.
+    excluded_ : dict
+        Counts of excluded spectra and bad pixels per bin.
+    snr_ : ndarray of shape (n_spectra,)
+        Observed SNR of every training spectrum.
+    n_features_in_ : int
+    """
+
+    def __init__(
+        self,
+        alpha=None,
+        bins=None,
+        bin_names=None,
+        routing=None,
+        target=None,
+        precision=None,
+        standardize=None,
+        min_spectra=None,
+        max_bad_fraction=None,
+        partitions=None,
+    ):
+        self.alpha = alpha
+        self.bins = bins
+        self.bin_names = bin_names
+        self.routing = routing
+        self.target = target
+        self.precision = precision
+        self.standardize = standardize
+        self.min_spectra = min_spectra
+        self.max_bad_fraction = max_bad_fraction
+        self.partitions = partitions
+
+    # ------------------------------------------------------------------ settings
+
+    def _resolved(self) -> dict:
+        edges, names = check_bins(
+            get_setting("bins.edges", self.bins), get_setting("bins.names", self.bin_names)
+        )
+        target = get_setting("fit.target", self.target)
+        targets = [target] if isinstance(target, str) else list(target)
+        routing = get_setting("fit.routing", self.routing)
+        precision = get_setting("fit.precision", self.precision)
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {ROUTINGS}; got routing={routing!r}")
+        if precision not in stats.PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {stats.PRECISIONS}; got precision={precision!r}"
+            )
+        max_bad = float(get_setting("fit.max-bad-fraction", self.max_bad_fraction))
+        if not 0 <= max_bad <= 1:
+            raise ValueError(f"max_bad_fraction must be in [0, 1]; got {max_bad}")
+        alphas = self._alphas(names)
+        return {
+            "edges": edges,
+            "names": names,
+            "targets": targets,
+            "routing": routing,
+            "precision": precision,
+            "standardize": bool(get_setting("fit.standardize", self.standardize)),
+            "min_spectra": int(get_setting("fit.min-spectra", self.min_spectra)),
+            "max_bad_fraction": max_bad,
+            "alphas": alphas,
+        }
+
+    def _alphas(self, names: list[str]) -> np.ndarray:
+        alpha = get_setting("fit.alpha", self.alpha)
+        experts = [GLOBAL, *names]
+        if isinstance(alpha, dict):
+            unknown = set(alpha) - set(experts)
+            if unknown:
+                raise ValueError(
+                    f"alpha names experts {sorted(unknown)} that do not exist; "
+                    f"expected keys among {experts}"
+                )
+            default = float(get_setting("fit.alpha"))
+            values = [float(alpha.get(e, default)) for e in experts]
+        else:
+            values = [float(alpha)] * len(experts)
+        if not all(v >= 0 for v in values):
+            raise ValueError(f"alpha must be >= 0; got {values}")
+        return np.array(values)
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, X, y=None, *, snr=None, error=None, mask=None):
+        """Fit the global model and every expert in one pass over the data.
+
+        Parameters
+        ----------
+        X : xarray.Dataset or array-like of shape (n_spectra, n_pixels)
+            A spectra store (see :func:`snr_moe_dask.open_spectra`), or flux.
+        y : array-like of shape (n_spectra,) or (n_spectra, n_targets), optional
+            Targets, when ``X`` is an array.
+        snr : array-like of shape (n_spectra,), optional
+            With array input: the SNR that routes each spectrum (needed for
+            oracle routing; observed routing computes it from ``error``).
+        error, mask : array-like of shape (n_spectra, n_pixels), optional
+            With array input: flux errors (default ones) and bad-pixel mask.
+
+        Returns
+        -------
+        self
+        """
+        settings = self._resolved()
+        t0 = time.perf_counter()
+        if isinstance(X, xr.Dataset):
+            arrays = _arrays_from_dataset(X, settings)
+            source = X.encoding.get("source", "")
+        else:
+            arrays = _arrays_from_input(X, y, snr, error, mask, settings)
+            source = ""
+        partitions = self.partitions or get_setting("fit.partitions") or _default_partitions()
+        spec = ReduceSpec(
+            edges=tuple(settings["edges"]),
+            routing=settings["routing"],
+            max_bad_fraction=settings["max_bad_fraction"],
+            precision=settings["precision"],
+        )
+        total, _, snr_obs = build_fit_graph(
+            arrays["flux"],
+            arrays["error"],
+            arrays["y"],
+            spec=spec,
+            partitions=int(partitions),
+            true_snr=arrays.get("snr"),
+            mask=arrays.get("mask"),
+        )
+        acc, snr_values = dask.compute(total, snr_obs)
+        t_pass = time.perf_counter() - t0
+        self._finish_fit(acc, settings)
+        self.snr_ = snr_values
+        self.n_features_in_ = int(arrays["flux"].shape[1])
+        self.wavelength_ = arrays.get("wavelength")
+        self.targets_ = settings["targets"]
+        self.train_store_ = str(source)
+        self.train_fingerprint_ = store_fingerprint(source) if source else ""
+        self.timings_ = {"pass": t_pass, "solve": time.perf_counter() - t0 - t_pass}
+        return self
+
+    def _finish_fit(self, acc: dict, settings: dict) -> None:
+        """Solve the global model and each expert from the merged statistics."""
+        names = settings["names"]
+        experts = [GLOBAL, *names]
+        total = stats.total_stats(acc)
+        per_expert = [(total, 0)] + [(acc, k) for k in range(len(names))]
+        n_pixels = acc["mean_x"].shape[1]
+        n_targets = acc["mean_y"].shape[1]
+        coef = np.zeros((len(experts), n_pixels, n_targets))
+        intercept = np.zeros((len(experts), n_targets))
+        mean_x = np.zeros((len(experts), n_pixels))
+        n_train = np.array([total["n"][0], *acc["n"]])
+        fallback, solver = {}, {}
+        if n_train[0] < 1:
+            raise ValueError(
+                "no training spectrum is usable: every spectrum was excluded "
+                f"({_excluded_summary(acc, names)}); check the store's target and "
+                "error values, or raise --max-bad-fraction"
+            )
+        for e, (src, k) in enumerate(per_expert):
+            name = experts[e]
+            if e > 0 and n_train[e] < max(settings["min_spectra"], 1):
+                fallback[name] = (
+                    f"{int(n_train[e])} training spectra < min_spectra "
+                    f"{settings['min_spectra']}; served by the global model"
+                )
+                coef[e], intercept[e], mean_x[e] = coef[0], intercept[0], mean_x[0]
+                continue
+            coef[e], intercept[e], info = solve_ridge(
+                src["n"][k],
+                src["mean_x"][k],
+                src["mean_y"][k],
+                stats.full_gram(src["sxx"][k]),
+                src["sxy"][k],
+                settings["alphas"][e],
+                standardize=settings["standardize"],
+            )
+            mean_x[e] = src["mean_x"][k]
+            solver[name] = info
+        self.coef_, self.intercept_, self.mean_x_ = coef, intercept, mean_x
+        self.experts_ = experts
+        self.n_train_ = n_train.astype(np.int64)
+        self.alpha_ = settings["alphas"]
+        self.fallback_ = fallback
+        self.solver_ = solver
+        self.excluded_ = {
+            key: dict(zip([*names, "no_snr"], acc[key].tolist()))
+            for key in ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
+        }
+        self.bin_edges_ = settings["edges"]
+        self.bin_names_ = names
+        self.routing_ = settings["routing"]
+        self.precision_ = settings["precision"]
+        self.standardize_ = settings["standardize"]
+        self.min_spectra_ = settings["min_spectra"]
+        self.max_bad_fraction_ = settings["max_bad_fraction"]
+
+    # ------------------------------------------------------------------ predict
+
+    def bin_to_expert(self) -> np.ndarray:
+        """Index of the expert serving each bin (bins that fell back still map to
+        their own slot, which holds the global model's coefficients)."""
+        return np.arange(1, len(self.experts_))
+
+    def predict(self, X, *, snr=None, error=None, mask=None, routing=None):
+        """Predict with each spectrum's expert.
+
+        Parameters
+        ----------
+        X : xarray.Dataset or array-like of shape (n_spectra, n_pixels)
+        snr : array-like of shape (n_spectra,), optional
+            With array input and oracle routing: the true SNR.
+        error, mask : array-like, optional
+            With array input: errors (for observed routing and bad pixels) and mask.
+        routing : {"oracle", "observed"}, optional
+            Defaults to the routing the model was fitted with.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_spectra,) or (n_spectra, n_targets)
+            Dask when the input is lazy.
+        """
+        from .evaluate import prediction_arrays
+
+        routing = routing or self.routing_
+        arrays = self._predict_inputs(X, snr, error, mask, routing)
+        out = prediction_arrays(self, arrays, routing)["y_moe"]
+        if len(self.targets_) == 1:
+            out = out[:, 0]
+        lazy = isinstance(X, xr.Dataset | da.Array)
+        return out if lazy else out.compute()
+
+    def _predict_inputs(self, X, snr, error, mask, routing) -> dict:
+        settings = {"targets": [], "routing": routing}
+        if isinstance(X, xr.Dataset):
+            return _arrays_from_dataset(X, settings, need_targets=False)
+        return _arrays_from_input(X, None, snr, error, mask, settings)
+
+    def score(self, X, y=None, sample_weight=None):
+        """R^2 of the routed predictions (scikit-learn's ``r2_score``)."""
+        from sklearn.metrics import r2_score
+
+        pred = np.asarray(self.predict(X))
+        if isinstance(X, xr.Dataset):
+            y = np.column_stack([X[t].values for t in self.targets_])
+        y = np.asarray(y)
+        return r2_score(y.reshape(pred.shape), pred, sample_weight=sample_weight)
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_dataset(self) -> xr.Dataset:
+        """Return the fitted model as an xarray Dataset (what ``save`` writes)."""
+        wave = self.wavelength_ if self.wavelength_ is not None else np.arange(self.n_features_in_)
+        edges = self.bin_edges_
+        ranges = bin_ranges(edges)
+        ds = xr.Dataset(
+            {
+                "coef": ((EXPERT, WAVELENGTH, TARGET), self.coef_),
+                "intercept": ((EXPERT, TARGET), self.intercept_),
+                "mean_x": ((EXPERT, WAVELENGTH), self.mean_x_),
+                "n_train": ((EXPERT,), self.n_train_),
+                "alpha": ((EXPERT,), self.alpha_),
+            },
+            coords={
+                EXPERT: (EXPERT, np.array(self.experts_, dtype=str)),
+                WAVELENGTH: (WAVELENGTH, np.asarray(wave, dtype=np.float64)),
+                TARGET: (TARGET, np.array(self.targets_, dtype=str)),
+            },
+        )
+        ds.attrs.update(
+            format_version=MODEL_FORMAT_VERSION,
+            package="snr_moe_dask",
+            package_version=_package_version(),
+            bin_edges=list(edges),
+            bin_names=list(self.bin_names_),
+            bin_ranges=[list(r) for r in ranges],
+            routing=self.routing_,
+            precision=self.precision_,
+            standardize=bool(self.standardize_),
+            min_spectra=int(self.min_spectra_),
+            max_bad_fraction=float(self.max_bad_fraction_),
+            fallback=json.dumps(self.fallback_),
+            solver=json.dumps(self.solver_),
+            excluded=json.dumps(self.excluded_),
+            train_store=self.train_store_,
+            train_fingerprint=self.train_fingerprint_,
+            timings=json.dumps(self.timings_),
+        )
+        return ds
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the model to a Zarr store atomically (temporary path, then rename)."""
+        ds = self.to_dataset()
+        hist_edges = np.linspace(0.0, max(12.0, float(np.nanmax(self.snr_, initial=0)) + 0.5), 121)
+        counts, _ = np.histogram(self.snr_[np.isfinite(self.snr_)], bins=hist_edges)
+        ds["train_snr_hist"] = (("snr_hist_bin",), counts.astype(np.int64))
+        ds["train_snr_edges"] = (("snr_hist_edge",), hist_edges)
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+        return Path(path)
+
+
+def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
+    """Read a model written by :meth:`SNRBinnedRidge.save` (arrays and JSON only)."""
+    name = str(path)
+    if not Path(name).exists():
+        raise FileNotFoundError(f"model store {name!r} does not exist; fit one with `snr-moe fit`")
+    try:
+        ds = xr.open_zarr(name, consolidated=False).load()
+    except Exception as exc:  # any zarr failure: name the store
+        raise ValueError(f"cannot read model store {name!r}: {type(exc).__name__}: {exc}") from exc
+    version = ds.attrs.get("format_version")
+    if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
+        raise ValueError(
+            f"model store {name!r} has format_version {version!r}, but this snr_moe_dask "
+            f"reads versions up to {MODEL_FORMAT_VERSION}; upgrade snr_moe_dask to read it"
+        )
+    a = ds.attrs
+    model = SNRBinnedRidge(
+        alpha={e: float(v) for e, v in zip(ds[EXPERT].values.tolist(), ds["alpha"].values)},
+        bins=list(a["bin_edges"]),
+        bin_names=list(a["bin_names"]),
+        routing=a["routing"],
+        target=[str(t) for t in ds[TARGET].values],
+        precision=a["precision"],
+        standardize=a["standardize"],
+        min_spectra=a["min_spectra"],
+        max_bad_fraction=a["max_bad_fraction"],
+    )
+    model.coef_ = ds["coef"].values
+    model.intercept_ = ds["intercept"].values
+    model.mean_x_ = ds["mean_x"].values
+    model.experts_ = [str(e) for e in ds[EXPERT].values]
+    model.n_train_ = ds["n_train"].values
+    model.alpha_ = ds["alpha"].values
+    model.fallback_ = json.loads(a["fallback"])
+    model.solver_ = json.loads(a["solver"])
+    model.excluded_ = json.loads(a["excluded"])
+    model.bin_edges_ = list(a["bin_edges"])
+    model.bin_names_ = list(a["bin_names"])
+    model.routing_ = a["routing"]
+    model.precision_ = a["precision"]
+    model.standardize_ = a["standardize"]
+    model.min_spectra_ = a["min_spectra"]
+    model.max_bad_fraction_ = a["max_bad_fraction"]
+    model.targets_ = [str(t) for t in ds[TARGET].values]
+    model.n_features_in_ = ds.sizes[WAVELENGTH]
+    model.wavelength_ = ds[WAVELENGTH].values
+    model.train_store_ = a.get("train_store", "")
+    model.train_fingerprint_ = a.get("train_fingerprint", "")
+    model.timings_ = json.loads(a.get("timings", "{}"))
+    model.train_snr_hist_ = (ds["train_snr_edges"].values, ds["train_snr_hist"].values)
+    model.path_ = name
+    return model
+
+
+# ---------------------------------------------------------------------- inputs
+
+
+def _arrays_from_dataset(ds: xr.Dataset, settings: dict, need_targets: bool = True) -> dict:
+    from .io import validate_spectra
+
+    name = ds.encoding.get("source", "<in-memory dataset>")
+    require = list(settings["targets"]) if need_targets else []
+    if settings["routing"] == "oracle":
+        require.append("snr")
+    validate_spectra(ds, name, require=require)
+    out = {
+        "flux": _as_dask(ds["flux"].data),
+        "error": _as_dask(ds["error"].data),
+        "wavelength": ds[WAVELENGTH].values,
+    }
+    if "mask" in ds:
+        out["mask"] = _as_dask(ds["mask"].data)
+    if "snr" in ds:
+        out["snr"] = _as_dask(ds["snr"].data)
+    if settings["targets"]:
+        out["y"] = da.stack([_as_dask(ds[t].data) for t in settings["targets"]], axis=1)
+    return out
+
+
+def _as_dask(a) -> da.Array:
+    return a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=(2048,) + a.shape[1:])
+
+
+def _arrays_from_input(X, y, snr, error, mask, settings) -> dict:
+    flux = _as_dask(X) if not isinstance(X, da.Array) else X
+    if flux.ndim != 2:
+        raise ValueError(f"X must have shape (n_spectra, n_pixels); got shape {flux.shape}")
+    rows = flux.chunks[0]
+    out = {"flux": flux}
+    out["error"] = (
+        da.ones(flux.shape, chunks=flux.chunks, dtype=flux.dtype)
+        if error is None
+        else _as_dask(error).rechunk(flux.chunks)
+    )
+    if mask is not None:
+        out["mask"] = _as_dask(mask).rechunk(flux.chunks)
+    if snr is not None:
+        out["snr"] = _as_dask(snr).rechunk((rows,))
+    elif settings["routing"] == "oracle":
+        raise ValueError(
+            "oracle routing needs the true SNR: pass snr=<array of shape (n_spectra,)>, "
+            "or routing='observed' with error=<array>"
+        )
+    if settings["targets"] or y is not None:
+        if y is None:
+            raise ValueError("y is required when X is an array")
+        y = _as_dask(y)
+        if y.ndim == 1:
+            y = y[:, None]
+        if y.shape[0] != flux.shape[0]:
+            raise ValueError(f"X has {flux.shape[0]} spectra but y has {y.shape[0]}")
+        out["y"] = y.rechunk((rows, -1))
+        settings["targets"] = [f"y{i}" for i in range(y.shape[1])] if y.shape[1] > 1 else ["y"]
+    return out
+
+
+def _default_partitions() -> int:
+    try:
+        from distributed import get_client
+
+        client = get_client()
+        return max(1, sum(client.nthreads().values()))
+    except (ImportError, ValueError):
+        return os.cpu_count() or 1
+
+
+def _excluded_summary(acc: dict, names: list[str]) -> str:
+    keys = ("excluded_bad", "excluded_label", "excluded_no_snr")
+    return ", ".join(f"{key}={int(acc[key].sum())}" for key in keys)
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__

@@ -1,0 +1,244 @@
+"""Per-bin sufficient statistics for ridge regression, and their merge (numpy kernels).
+
+An accumulator is a plain dict of numpy arrays, for ``n_bins`` bins,
+``n_pixels`` features and ``n_targets`` targets:
+
+=================  =============================  ======================================
+key                shape                          meaning
+=================  =============================  ======================================
+``n``              (n_bins,)                      spectra used
+``mean_x``         (n_bins, n_pixels)             feature means
+``mean_y``         (n_bins, n_targets)            target means
+``sxx``            (n_bins, n_pixels, n_pixels)   centred X^T X (one triangle, see below)
+``sxy``            (n_bins, n_pixels, n_targets)  centred X^T y
+``syy``            (n_bins, n_targets, n_targets) centred y^T y
+``bad_pixels``     (n_bins + 1,)                  bad pixels in spectra used
+``excluded_bad``   (n_bins + 1,)                  spectra over the bad-pixel limit
+``excluded_label`` (n_bins + 1,)                  spectra with a NaN target
+``excluded_no_snr`` (n_bins + 1,)                 spectra with a NaN routing SNR
+=================  =============================  ======================================
+
+The last slot of the count arrays holds spectra with no bin (NaN SNR),
+which are always excluded.
+
+Each chunk is centred on its own per-bin means and merged with the pairwise
+update of Chan, Golub & LeVeque (1979), in float64. With ``precision =
+"float32"`` the chunk's centred product X_c^T X_c is formed in float32 (BLAS
+ssyrk) and added to the float64 accumulator: centring first keeps the float32
+round-off relative to the spread of the data, not to its mean.
+
+For speed the products are BLAS ``syrk`` calls writing in place, so only one
+triangle of ``sxx`` is kept during the pass: the upper triangle of the
+Fortran-ordered view ``sxx[k].T``. :func:`full_gram` returns the symmetric
+matrix. A fold updates its accumulator in place: it owns it, because in the
+graph each accumulator has exactly one consumer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import blas
+
+from .binning import NO_BIN, assign_bins
+
+PRECISIONS = ("float32", "float64")
+_COUNT_KEYS = ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
+
+
+def new_accumulator(n_bins: int, n_pixels: int, n_targets: int) -> dict[str, np.ndarray]:
+    """Return an empty accumulator (all zeros)."""
+    return {
+        "n": np.zeros(n_bins),
+        "mean_x": np.zeros((n_bins, n_pixels)),
+        "mean_y": np.zeros((n_bins, n_targets)),
+        "sxx": np.zeros((n_bins, n_pixels, n_pixels)),
+        "sxy": np.zeros((n_bins, n_pixels, n_targets)),
+        "syy": np.zeros((n_bins, n_targets, n_targets)),
+        **{key: np.zeros(n_bins + 1, dtype=np.int64) for key in _COUNT_KEYS},
+    }
+
+
+def _triangle(m: np.ndarray) -> np.ndarray:
+    """The Fortran-ordered view whose upper triangle BLAS updates."""
+    return m.T
+
+
+def full_gram(sxx: np.ndarray) -> np.ndarray:
+    """Return the full symmetric matrix from one kept triangle, shape (n_pixels, n_pixels)."""
+    upper = np.triu(_triangle(sxx))
+    return upper + np.triu(upper, 1).T
+
+
+def _syrk(xc: np.ndarray, out: np.ndarray) -> None:
+    """out (triangle) += xc^T xc, with xc of shape (m, n_pixels), C-ordered."""
+    a = xc.T  # Fortran-ordered (n_pixels, m): syrk with trans=0 gives a a^T = xc^T xc
+    if xc.dtype == np.float64:
+        blas.dsyrk(1.0, a, beta=1.0, c=_triangle(out), trans=0, lower=0, overwrite_c=1)
+        return
+    prod = blas.ssyrk(1.0, a, trans=0, lower=0)
+    # Only the upper triangle of prod is defined; the lower is zero.
+    _triangle(out)[...] += np.triu(prod)
+
+
+def _syr(alpha: float, x: np.ndarray, out: np.ndarray) -> None:
+    """out (triangle) += alpha x x^T."""
+    blas.dsyr(alpha, x, lower=0, a=_triangle(out), overwrite_a=1)
+
+
+def merge_into(acc: dict, k: int, n_b: float, mean_x_b, mean_y_b, sxx_b, sxy_b, syy_b) -> None:
+    """Merge one bin's centred statistics into ``acc`` in place (Chan et al.).
+
+    ``sxx_b`` may be None when the caller has already added the centred
+    product to ``acc["sxx"][k]`` (the in-place BLAS path).
+    """
+    n_a = acc["n"][k]
+    n = n_a + n_b
+    if n_b == 0:
+        return
+    dx = mean_x_b - acc["mean_x"][k]
+    dy = mean_y_b - acc["mean_y"][k]
+    w = n_a * n_b / n
+    if sxx_b is not None:
+        _triangle(acc["sxx"][k])[...] += _triangle(sxx_b)
+    if n_a > 0:
+        _syr(w, dx, acc["sxx"][k])
+    acc["sxy"][k] += sxy_b + w * np.outer(dx, dy)
+    acc["syy"][k] += syy_b + w * np.outer(dy, dy)
+    acc["mean_x"][k] += dx * (n_b / n)
+    acc["mean_y"][k] += dy * (n_b / n)
+    acc["n"][k] = n
+
+
+def merge_stats(a: dict, b: dict) -> dict:
+    """Merge accumulator ``b`` into ``a`` in place and return ``a``.
+
+    Merging is exact up to round-off: the statistics of two sets of spectra
+    merged equal those of the concatenated set.
+    """
+    for k in range(a["n"].size):
+        merge_into(a, k, b["n"][k], b["mean_x"][k], b["mean_y"][k], b["sxx"][k], b["sxy"][k],
+                   b["syy"][k])
+    for key in _COUNT_KEYS:
+        a[key] += b[key]
+    return a
+
+
+def impute_bad_pixels(x: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Replace bad pixels by the mean of the good ones in the same column.
+
+    After centring on the column means, every imputed pixel is exactly zero,
+    so it adds nothing to the products. A column with no good pixel becomes 0.
+
+    Parameters
+    ----------
+    x : ndarray of shape (m, n_pixels), float64
+        Modified in place and returned.
+    bad : ndarray of bool, same shape
+    """
+    if not bad.any():
+        return x
+    good = ~bad
+    x[bad] = 0.0
+    counts = good.sum(axis=0)
+    means = np.divide(x.sum(axis=0), counts, out=np.zeros(x.shape[1]), where=counts > 0)
+    rows, cols = np.nonzero(bad)
+    x[rows, cols] = means[cols]
+    return x
+
+
+def select_rows(
+    bad: np.ndarray,
+    y: np.ndarray,
+    bins: np.ndarray,
+    n_bins: int,
+    max_bad_fraction: float,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Decide which spectra of a chunk are used, and count what is excluded.
+
+    Returns
+    -------
+    use : ndarray of bool, shape (m,)
+    counts : dict of str to ndarray of shape (n_bins + 1,)
+        ``bad_pixels``, ``excluded_bad``, ``excluded_label`` and
+        ``excluded_no_snr``; spectra with
+        no bin (NaN SNR) land in the last slot.
+    """
+    slot = np.where(bins == NO_BIN, n_bins, bins)
+    n_bad = bad.sum(axis=1)
+    too_bad = n_bad > max_bad_fraction * bad.shape[1]
+    no_label = ~np.isfinite(y).all(axis=1)
+    use = (bins != NO_BIN) & ~too_bad & ~no_label
+    counts = {
+        "bad_pixels": np.bincount(slot[use], weights=n_bad[use], minlength=n_bins + 1),
+        "excluded_bad": np.bincount(slot[too_bad], minlength=n_bins + 1),
+        "excluded_label": np.bincount(slot[no_label & ~too_bad], minlength=n_bins + 1),
+        "excluded_no_snr": np.bincount(
+            slot[(bins == NO_BIN) & ~too_bad & ~no_label], minlength=n_bins + 1
+        ),
+    }
+    return use, {k: v.astype(np.int64) for k, v in counts.items()}
+
+
+def fold_chunk(
+    acc: dict | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    bad: np.ndarray,
+    route_snr: np.ndarray,
+    *,
+    edges: list[float],
+    max_bad_fraction: float,
+    precision: str,
+) -> dict:
+    """Fold one chunk of spectra into ``acc`` (in place) and return it.
+
+    Parameters
+    ----------
+    acc : dict or None
+        The partition's accumulator; None starts a new one.
+    x : ndarray of shape (m, n_pixels)
+        Flux.
+    y : ndarray of shape (m, n_targets)
+        Targets.
+    bad : ndarray of bool, shape (m, n_pixels)
+        Bad pixels (see :func:`snr_moe_dask.snr.find_bad_pixels`).
+    route_snr : ndarray of shape (m,)
+        The SNR that routes each spectrum to its bin.
+    edges : list of float
+        Bin edges (right-closed).
+    max_bad_fraction : float
+        Spectra with a larger fraction of bad pixels are excluded.
+    precision : {"float32", "float64"}
+        The dtype of the centred products; accumulation is always float64.
+    """
+    n_bins = len(edges) + 1
+    if acc is None:
+        acc = new_accumulator(n_bins, x.shape[1], y.shape[1])
+    bins = assign_bins(route_snr, edges)
+    use, counts = select_rows(bad, y, bins, n_bins, max_bad_fraction)
+    for key, value in counts.items():
+        acc[key] += value
+    dtype = np.float32 if precision == "float32" else np.float64
+    for k in range(n_bins):
+        rows = np.flatnonzero(use & (bins == k))
+        if rows.size == 0:
+            continue
+        xk = impute_bad_pixels(x[rows].astype(np.float64), bad[rows])
+        yk = y[rows].astype(np.float64)
+        mean_x, mean_y = xk.mean(axis=0), yk.mean(axis=0)
+        xc = np.subtract(xk, mean_x, out=xk).astype(dtype, copy=False)
+        yc = yk - mean_y
+        _syrk(xc, acc["sxx"][k])
+        sxy = (xc.T @ yc.astype(dtype)).astype(np.float64)
+        merge_into(acc, k, float(rows.size), mean_x, mean_y, None, sxy, yc.T @ yc)
+    return acc
+
+
+def total_stats(acc: dict) -> dict:
+    """Return the statistics of all bins together (one bin), for the global model."""
+    n_bins = acc["n"].size
+    total = new_accumulator(1, acc["mean_x"].shape[1], acc["mean_y"].shape[1])
+    for k in range(n_bins):
+        merge_into(total, 0, acc["n"][k], acc["mean_x"][k], acc["mean_y"][k], acc["sxx"][k],
+                   acc["sxy"][k], acc["syy"][k])
+    return total
