@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from . import mock
+from .cluster import run_graph
 from .config import get_setting
 from .io import SPECTRUM, WAVELENGTH, atomic_path
 
@@ -153,5 +154,8 @@ def generate_survey(
     ds.attrs["chunk_size"] = chunk
     ds.attrs["codec"] = codec
     with atomic_path(path, overwrite=overwrite) as tmp:
-        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+        store = ds.to_zarr(
+            tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding, compute=False
+        )
+        run_graph(store, label=f"generate: {n:,} spectra -> {path}")
     return Path(path)

@@ -95,6 +95,12 @@ def validate_spectra(ds: xr.Dataset, name: str, *, require: Iterable[str] = ()) 
                 f"expected {var!r} with dims {_expected_dims(var)} "
                 f"(variables present: {sorted(map(str, ds.data_vars))})"
             )
+    same_dim_names = set(ds["flux"].dims) == set(ds["error"].dims)
+    if ds["flux"].shape != ds["error"].shape and not same_dim_names:
+        raise StoreError(
+            f"variables 'flux' {ds['flux'].shape} and 'error' {ds['error'].shape} "
+            f"in store {name!r} differ in shape; expected the same (spectrum, wavelength)"
+        )
     for var in ds.data_vars:
         expected = _expected_dims(str(var))
         if expected is not None and ds[var].dims != expected:
@@ -112,11 +118,6 @@ def validate_spectra(ds: xr.Dataset, name: str, *, require: Iterable[str] = ()) 
         raise StoreError(
             f"variable 'mask' in store {name!r} has dtype {ds['mask'].dtype}; "
             "expected bool (True = bad pixel)"
-        )
-    if ds["flux"].shape != ds["error"].shape:
-        raise StoreError(
-            f"variables 'flux' {ds['flux'].shape} and 'error' {ds['error'].shape} "
-            f"in store {name!r} differ in shape; expected the same (spectrum, wavelength)"
         )
     _validate_wavelength(ds, name)
 

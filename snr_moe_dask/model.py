@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -21,6 +20,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from . import stats
 from .binning import bin_ranges, check_bins
+from .cluster import run_graph
 from .config import get_setting
 from .io import EXPERT, SPECTRUM, TARGET, WAVELENGTH, atomic_path, store_fingerprint
 from .reduce import ReduceSpec, build_fit_graph
@@ -198,7 +198,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             true_snr=arrays.get("snr"),
             mask=arrays.get("mask"),
         )
-        acc, snr_values = dask.compute(total, snr_obs)
+        acc, snr_values = run_graph(total, snr_obs, label="fit: one pass over the spectra")
         t_pass = time.perf_counter() - t0
         self._finish_fit(acc, settings)
         self.snr_ = snr_values
@@ -296,7 +296,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
 
         routing = routing or self.routing_
         arrays = self._predict_inputs(X, snr, error, mask, routing)
-        out = prediction_arrays(self, arrays, routing)["y_moe"]
+        out = prediction_arrays(self, arrays, routing)["y_moe_all"]
         if len(self.targets_) == 1:
             out = out[:, 0]
         lazy = isinstance(X, xr.Dataset | da.Array)
@@ -334,9 +334,9 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
                 "alpha": ((EXPERT,), self.alpha_),
             },
             coords={
-                EXPERT: (EXPERT, np.array(self.experts_, dtype=str)),
+                EXPERT: (EXPERT, np.array(self.experts_, dtype=object)),
                 WAVELENGTH: (WAVELENGTH, np.asarray(wave, dtype=np.float64)),
-                TARGET: (TARGET, np.array(self.targets_, dtype=str)),
+                TARGET: (TARGET, np.array(self.targets_, dtype=object)),
             },
         )
         ds.attrs.update(

@@ -66,3 +66,57 @@ def route_predictions(
     bins = assign_bins(route_snr, edges)
     expert = np.where(bins == NO_BIN, 0, bin_to_expert[np.clip(bins, 0, None)])
     return pred[np.arange(len(pred)), expert], bins
+
+
+def evaluate_block(
+    flux: np.ndarray,
+    error: np.ndarray,
+    mask: np.ndarray | None,
+    y: np.ndarray | None,
+    true_snr: np.ndarray | None,
+    params: dict,
+) -> dict[str, np.ndarray]:
+    """Predict one block with every expert and route it (graph task).
+
+    Parameters
+    ----------
+    flux, error : ndarray of shape (m, n_pixels)
+    mask : ndarray of bool or None
+    y : ndarray of shape (m,) or None
+        The evaluated target, if known.
+    true_snr : ndarray of shape (m,) or None
+        Needed for oracle routing.
+    params : dict
+        ``coef``, ``intercept``, ``mean_x``, ``edges``, ``bin_to_expert``,
+        ``routing``, ``target_index`` and ``max_bad_fraction``.
+
+    Returns
+    -------
+    dict
+        ``y_true``, ``y_global``, ``y_moe``, ``snr``, ``snr_observed`` (m,)
+        float64; ``bin`` (m,) int64 (-1 = no SNR); ``used`` (m,) bool (False
+        for spectra excluded from metrics: NaN target or too many bad pixels);
+        ``bad_pixels`` (m,) int64.
+    """
+    from .snr import compute_snr, find_bad_pixels
+
+    bad = find_bad_pixels(flux, error, mask)
+    snr_obs = compute_snr(flux, error, bad)
+    route = snr_obs if params["routing"] == "observed" else np.asarray(true_snr, np.float64)
+    pred = expert_predictions(flux, bad, params["coef"], params["intercept"], params["mean_x"])
+    y_moe, bins = route_predictions(pred, route, params["edges"], params["bin_to_expert"])
+    t = params["target_index"]
+    n_bad = bad.sum(axis=1)
+    y_true = np.full(len(flux), np.nan) if y is None else np.asarray(y, np.float64)
+    used = np.isfinite(y_true) & (n_bad <= params["max_bad_fraction"] * flux.shape[1])
+    return {
+        "y_true": y_true,
+        "y_global": pred[:, 0, t],
+        "y_moe": y_moe[:, t],
+        "y_moe_all": y_moe,
+        "snr": route,
+        "snr_observed": snr_obs,
+        "bin": bins,
+        "used": used,
+        "bad_pixels": n_bad.astype(np.int64),
+    }

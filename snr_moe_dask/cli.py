@@ -1,0 +1,293 @@
+"""The ``snr-moe`` command: generate, fit, evaluate, run.
+
+Every subcommand runs on a cluster from :func:`snr_moe_dask.cluster.get_client`
+(a LocalCluster by default) and closes it on exit. Errors in the input end the
+command with a one-line message and exit status 2, before heavy compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+
+import dask
+
+from .binning import check_bins
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _alpha(text: str):
+    """``1e5`` or ``global=1e5,X=1e6,...``."""
+    if "=" not in text:
+        return float(text)
+    out = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        out[key.strip()] = float(value)
+    return out
+
+
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster")
+    g.add_argument("--cluster", default=None,
+                   help="local (default), slurm, pbs, or a scheduler address tcp://HOST:PORT")
+    g.add_argument("--scheduler-file", default=None, help="connect through a scheduler file")
+    g.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
+    g.add_argument("--threads-per-worker", type=int, default=None)
+    g.add_argument("--memory-limit", default=None, help="per LocalCluster worker, e.g. 4GB")
+    g.add_argument("--jobs", type=int, default=None, help="SLURM/PBS worker jobs to submit")
+    g.add_argument("--adapt", type=_floats, default=None, metavar="MIN,MAX",
+                   help="SLURM/PBS adaptive scaling between MIN and MAX jobs")
+    g.add_argument("--jobqueue-config", default=None,
+                   help="dask-jobqueue YAML (see deploy/jobqueue.yaml)")
+    for flag in ("cores", "memory", "walltime", "queue", "account", "processes",
+                 "log-directory", "interface"):
+        g.add_argument(f"--{flag}", default=None, help=f"SLURM/PBS worker job {flag}")
+    g.add_argument("--insecure", action="store_true",
+                   help="SLURM/PBS: plain TCP instead of TLS (any local user could connect)")
+    g.add_argument("--quiet", action="store_true", help="no dashboard link or progress bars")
+    g.add_argument("--performance-report", default=None, metavar="FILE.html",
+                   help="save Dask's performance report for the run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snr-moe", description="SNR-binned mixture-of-experts ridge regression on Dask"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write a mock PFS survey to Zarr")
+    g.add_argument("out", help="output store, e.g. train.zarr")
+    g.add_argument("--n", type=int, required=True, help="number of spectra")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--noise-level", type=float, default=None)
+    g.add_argument("--pixels", type=int, default=None)
+    g.add_argument("--chunk-size", type=int, default=None, help="spectra per chunk")
+    g.add_argument("--codec", choices=("none", "zstd", "lz4"), default=None)
+    g.add_argument("--overwrite", action="store_true")
+    _add_cluster_args(g)
+
+    f = sub.add_parser("fit", help="fit the global model and one expert per SNR bin")
+    f.add_argument("train", help="training store")
+    f.add_argument("--model", required=True, help="output model store, e.g. model.zarr")
+    _add_fit_args(f)
+    f.add_argument("--overwrite", action="store_true")
+    _add_cluster_args(f)
+
+    e = sub.add_parser("evaluate", help="predict a test store and write metrics and the report")
+    e.add_argument("model", help="model store")
+    e.add_argument("test", help="test store")
+    e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--routing", choices=("oracle", "observed"), default=None)
+    e.add_argument("--target", default=None, help="which of the model's targets to score")
+    e.add_argument("--bootstrap", type=int, default=None, help="resamples (0 disables)")
+    e.add_argument("--seed", type=int, default=None, help="bootstrap seed")
+    e.add_argument("--overwrite", action="store_true")
+    _add_cluster_args(e)
+
+    r = sub.add_parser("run", help="run a whole experiment from a YAML config")
+    r.add_argument("config", help="experiment YAML, e.g. configs/demo.yaml")
+    r.add_argument("--out", default=None, help="output directory (default: the config's)")
+    r.add_argument("--overwrite", action="store_true")
+    _add_cluster_args(r)
+    return parser
+
+
+def _add_fit_args(f: argparse.ArgumentParser) -> None:
+    f.add_argument("--alpha", type=_alpha, default=None,
+                   help="ridge penalty, or per expert: global=1e5,X=1e6,...")
+    f.add_argument("--bins", type=_floats, default=None, help="SNR bin edges, e.g. 2,4,7")
+    f.add_argument("--bin-names", type=_names, default=None, help="e.g. X,L,M,H")
+    f.add_argument("--routing", choices=("oracle", "observed"), default=None)
+    f.add_argument("--target", nargs="+", default=None, help="label(s), default logg")
+    f.add_argument("--precision", choices=("float32", "float64"), default=None)
+    f.add_argument("--standardize", action="store_true", default=None)
+    f.add_argument("--min-spectra", type=int, default=None)
+    f.add_argument("--max-bad-fraction", type=float, default=None)
+    f.add_argument("--partitions", type=int, default=None, help="fold chains (default: threads)")
+
+
+def _cluster_kwargs(args) -> dict:
+    kw = {
+        "cluster": args.cluster,
+        "workers": args.workers,
+        "threads_per_worker": args.threads_per_worker,
+        "memory_limit": args.memory_limit,
+        "scheduler_file": args.scheduler_file,
+        "jobs": args.jobs,
+        "adapt": tuple(int(v) for v in args.adapt) if args.adapt else None,
+        "jobqueue_config": args.jobqueue_config,
+        "insecure": args.insecure,
+        "quiet": args.quiet or None,
+    }
+    for flag in ("cores", "memory", "walltime", "queue", "account", "processes",
+                 "log_directory", "interface"):
+        value = getattr(args, flag)
+        if value is not None and flag in ("cores", "processes"):
+            value = int(value)
+        kw[flag] = value
+    return kw
+
+
+@contextlib.contextmanager
+def _session(args, cluster_overrides: dict | None = None):
+    """The cluster (always closed) and the optional performance report."""
+    from distributed import performance_report
+
+    from .cluster import get_client
+
+    kw = _cluster_kwargs(args)
+    for key, value in (cluster_overrides or {}).items():
+        if kw.get(key) is None:
+            kw[key] = value
+    with dask.config.set({"snr-moe.cluster.quiet": bool(args.quiet)}):
+        with get_client(**kw) as client:
+            if args.performance_report:
+                with performance_report(filename=args.performance_report):
+                    yield client
+            else:
+                yield client
+
+
+def _say(args, text: str) -> None:
+    if not args.quiet:
+        print(text, flush=True)
+
+
+def cmd_generate(args) -> int:
+    from .generate import generate_survey
+    from .io import check_output
+
+    check_output(args.out, args.overwrite)
+    t0 = time.perf_counter()
+    with _session(args):
+        generate_survey(args.out, args.n, seed=args.seed, noise_level=args.noise_level,
+                        pixels=args.pixels, chunk_size=args.chunk_size, codec=args.codec,
+                        overwrite=args.overwrite)
+    _say(args, f"wrote {args.n:,} spectra to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def fit_params(args) -> dict:
+    return {
+        "alpha": args.alpha,
+        "bins": args.bins,
+        "bin_names": args.bin_names,
+        "routing": args.routing,
+        "target": args.target,
+        "precision": args.precision,
+        "standardize": args.standardize,
+        "min_spectra": args.min_spectra,
+        "max_bad_fraction": args.max_bad_fraction,
+        "partitions": args.partitions,
+    }
+
+
+def fit_store(train: str, model_path: str, params: dict, overwrite: bool, args) -> object:
+    """Validate, fit and save; shared by ``fit`` and ``run``."""
+    from .io import check_output, open_spectra
+    from .model import SNRBinnedRidge
+
+    check_output(model_path, overwrite)
+    model = SNRBinnedRidge(**params)
+    settings = model._resolved()  # validate settings before reading anything
+    require = list(settings["targets"]) + (["snr"] if settings["routing"] == "oracle" else [])
+    ds = open_spectra(train, require=require)
+    t0 = time.perf_counter()
+    model.fit(ds)
+    model.save(model_path, overwrite=overwrite)
+    _say(args, fit_summary(model, model_path, time.perf_counter() - t0))
+    return model
+
+
+def fit_summary(model, path: str, seconds: float) -> str:
+    lines = [f"fitted {len(model.experts_)} models in {seconds:.1f} s -> {path}"]
+    for name, n, alpha in zip(model.experts_, model.n_train_, model.alpha_):
+        note = model.fallback_.get(name) or model.solver_.get(name, {}).get("reason", "")
+        lines.append(f"  {name:>8}: n_train={int(n):>10,}  alpha={alpha:.3g}  {note}")
+    exc = model.excluded_
+    lines.append(
+        "  excluded spectra: "
+        + ", ".join(f"{k}={sum(v.values()):,}" for k, v in exc.items() if k != "bad_pixels")
+        + f"; bad pixels in used spectra: {sum(exc['bad_pixels'].values()):,}"
+    )
+    return "\n".join(lines)
+
+
+def cmd_fit(args) -> int:
+    params = fit_params(args)
+    with _session(args):
+        fit_store(args.train, args.model, params, args.overwrite, args)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_model
+    from .io import check_output
+
+    check_output(args.out, args.overwrite)
+    with _session(args):
+        result = evaluate_model(args.model, args.test, args.out, routing=args.routing,
+                                target=args.target, bootstrap=args.bootstrap, seed=args.seed,
+                                overwrite=args.overwrite)
+    _say(args, _evaluate_summary(result, args.out))
+    return 0
+
+
+def _evaluate_summary(result: dict, out: str) -> str:
+    o = result["overall"]
+    ci = result["delta_r2_ci95"].get("overall", [float("nan")] * 2)
+    return (
+        f"R2 global {o['r2_global']:.4f}, MoE ({result['routing']}) {o['r2_moe']:.4f}, "
+        f"delta {o['delta_r2']:+.4f} [95% CI {ci[0]:+.4f}, {ci[1]:+.4f}] on {o['n']:,} spectra"
+        f"\nwrote {out}/report.md, metrics.json, predictions.zarr, figures/"
+    )
+
+
+def cmd_run(args) -> int:
+    from .experiment import load_experiment, run_experiment
+
+    exp = load_experiment(args.config)
+    out = args.out or exp["output"]
+    with _session(args, exp["cluster"]):
+        result = run_experiment(exp, out, overwrite=args.overwrite, quiet=args.quiet)
+    _say(args, _evaluate_summary(result, out))
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "fit": cmd_fit, "evaluate": cmd_evaluate, "run": cmd_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``snr-moe``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "bins", None) is not None or getattr(args, "bin_names", None) is not None:
+            from .config import get_setting
+
+            check_bins(get_setting("bins.edges", args.bins),
+                       get_setting("bins.names", args.bin_names))
+        return COMMANDS[args.command](args)
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+        print(f"snr-moe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"snr-moe {args.command}: interrupted; outputs left as they were", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

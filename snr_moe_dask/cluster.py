@@ -1,0 +1,247 @@
+"""One way to get a Dask cluster, for every command and for the Python API.
+
+``cluster`` is ``"local"`` (a LocalCluster of worker processes bound to
+127.0.0.1), ``"slurm"`` or ``"pbs"`` (dask-jobqueue, TLS by default), or the
+address of a scheduler that already exists (``tcp://HOST:PORT``,
+``tls://HOST:PORT``); ``scheduler_file`` connects through a scheduler file.
+The cluster is always closed on exit, including on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import stat
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import yaml
+from distributed import Client, LocalCluster
+
+from .config import get_setting
+
+JOBQUEUE_KINDS = ("slurm", "pbs")
+_JOBQUEUE_KEYS = (
+    "cores", "memory", "processes", "walltime", "queue", "account", "interface",
+    "log_directory", "job_extra_directives", "job_script_prologue", "worker_extra_args",
+    "local_directory", "death_timeout", "resource_spec", "name", "job_directives_skip",
+    "scheduler_options", "shared_temp_directory",
+)
+
+log = logging.getLogger(__name__)
+
+
+def describe(client: Client) -> str:
+    """One line naming the scheduler, workers and dashboard link."""
+    info = client.scheduler_info()
+    workers = info.get("workers", {})
+    threads = sum(w.get("nthreads", 0) for w in workers.values())
+    return (
+        f"Dask scheduler {client.scheduler.address} with {len(workers)} workers / "
+        f"{threads} threads; dashboard: {client.dashboard_link}"
+    )
+
+
+def private_directory(base: str | os.PathLike | None = None, prefix: str = "snr-moe-") -> Path:
+    """Create a directory only its owner can enter (mode 700)."""
+    base_path = Path(base) if base else None
+    if base_path is not None:
+        base_path.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base_path))
+    path.chmod(stat.S_IRWXU)
+    return path
+
+
+def load_jobqueue_config(kind: str, path: str | os.PathLike | None) -> dict:
+    """Read the ``jobqueue.<kind>`` section of a dask-jobqueue YAML file.
+
+    Keys are returned with underscores (dask-jobqueue's keyword names).
+    """
+    if path is None:
+        return {}
+    text = Path(path).read_text()
+    section = (yaml.safe_load(text) or {}).get("jobqueue", {}).get(kind)
+    if section is None:
+        raise ValueError(
+            f"jobqueue config {str(path)!r} has no 'jobqueue: {kind}:' section; "
+            f"see deploy/jobqueue.yaml for an example"
+        )
+    out = {}
+    for key, value in section.items():
+        name = key.replace("-", "_")
+        if name not in _JOBQUEUE_KEYS:
+            raise ValueError(
+                f"jobqueue config {str(path)!r}: unknown key 'jobqueue.{kind}.{key}'; "
+                f"allowed: {', '.join(k.replace('_', '-') for k in _JOBQUEUE_KEYS)}"
+            )
+        if value is not None:
+            out[name] = os.path.expandvars(value) if isinstance(value, str) else value
+    return out
+
+
+def make_jobqueue_cluster(
+    kind: str,
+    *,
+    config_file: str | os.PathLike | None = None,
+    insecure: bool = False,
+    tls_base: str | os.PathLike | None = None,
+    **overrides,
+):
+    """Start a dask-jobqueue SLURM or PBS cluster (no workers yet).
+
+    Settings come from ``config_file`` (``jobqueue.<kind>`` section), then
+    ``overrides`` (None values ignored). Unless ``insecure``, the scheduler
+    and workers talk TLS with temporary certificates kept in a private
+    (mode 700) directory under ``tls_base`` (default: ``.snr-moe`` in the
+    current directory, which batch jobs on a shared file system can read).
+    """
+    import dask_jobqueue
+    from distributed.security import Security
+
+    # dask_jobqueue installs a SIGINT handler that exits with status 0 on import;
+    # restore Python's default so Ctrl-C raises KeyboardInterrupt and fails the run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if kind not in JOBQUEUE_KINDS:
+        raise ValueError(f"jobqueue cluster kind must be one of {JOBQUEUE_KINDS}; got {kind!r}")
+    settings = load_jobqueue_config(kind, config_file)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings.setdefault("cores", 1)
+    settings.setdefault("memory", "4GB")
+    settings.setdefault("processes", 1)
+    scheduler_options = dict(settings.pop("scheduler_options", {}) or {})
+    scheduler_options.setdefault("dashboard_address", ":8787")
+    settings["scheduler_options"] = scheduler_options
+    if insecure:
+        warnings.warn(
+            "--insecure: the scheduler accepts plain TCP connections; any user who can "
+            "reach its port can run code as you",
+            stacklevel=2,
+        )
+    else:
+        tls_dir = private_directory(tls_base or Path.cwd() / ".snr-moe", prefix="tls-")
+        settings["shared_temp_directory"] = str(tls_dir)
+        settings["security"] = Security.temporary()
+    if "log_directory" in settings:
+        Path(settings["log_directory"]).mkdir(parents=True, exist_ok=True)
+    cls = dask_jobqueue.SLURMCluster if kind == "slurm" else dask_jobqueue.PBSCluster
+    return cls(**settings)
+
+
+@contextmanager
+def get_client(
+    cluster: str | None = None,
+    *,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | None = None,
+    scheduler_file: str | None = None,
+    jobs: int | None = None,
+    adapt: tuple[int, int] | None = None,
+    jobqueue_config: str | None = None,
+    insecure: bool = False,
+    quiet: bool | None = None,
+    dashboard_address: str | None = None,
+    **jobqueue_overrides,
+) -> Iterator[Client]:
+    """Start or connect to a cluster, yield a Client, and always close it.
+
+    Parameters
+    ----------
+    cluster : str, optional
+        ``"local"`` (default), ``"slurm"``, ``"pbs"``, or a scheduler address.
+    workers, threads_per_worker, memory_limit : optional
+        LocalCluster sizing (default: one single-threaded worker per core).
+    scheduler_file : str, optional
+        Connect through a scheduler file instead.
+    jobs : int, optional
+        Worker jobs to submit on SLURM/PBS (default 1).
+    adapt : (int, int), optional
+        Adaptive scaling between this many jobs instead of ``jobs``.
+    jobqueue_config : str, optional
+        dask-jobqueue YAML (see ``deploy/jobqueue.yaml``).
+    insecure : bool
+        Jobqueue clusters only: plain TCP instead of TLS.
+    quiet : bool, optional
+        Do not print the dashboard link.
+    dashboard_address : str, optional
+        LocalCluster dashboard address (default ``127.0.0.1:0``, a free port).
+    **jobqueue_overrides
+        cores, memory, walltime, queue, account, processes, log_directory...
+    """
+    kind = str(get_setting("cluster.kind", cluster))
+    quiet = bool(get_setting("cluster.quiet", quiet))
+    with ExitStack() as stack:
+        if scheduler_file:
+            client = stack.enter_context(Client(scheduler_file=scheduler_file))
+        elif "://" in kind:
+            client = stack.enter_context(Client(kind))
+        elif kind == "local":
+            n = get_setting("cluster.workers", workers) or os.cpu_count() or 1
+            local = stack.enter_context(
+                LocalCluster(
+                    n_workers=int(n),
+                    threads_per_worker=int(
+                        get_setting("cluster.threads-per-worker", threads_per_worker)
+                    ),
+                    memory_limit=get_setting("cluster.memory-limit", memory_limit),
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=get_setting("cluster.dashboard-address", dashboard_address),
+                )
+            )
+            client = stack.enter_context(Client(local))
+        elif kind in JOBQUEUE_KINDS:
+            jq = stack.enter_context(
+                make_jobqueue_cluster(
+                    kind, config_file=jobqueue_config, insecure=insecure, **jobqueue_overrides
+                )
+            )
+            client = stack.enter_context(Client(jq))
+            if adapt:
+                jq.adapt(minimum_jobs=adapt[0], maximum_jobs=adapt[1])
+            else:
+                jq.scale(jobs=jobs or 1)
+            _say(quiet, f"Submitted worker jobs to {kind}; dashboard: {client.dashboard_link}")
+            client.wait_for_workers(1, timeout=float(os.environ.get("SNR_MOE_WORKER_TIMEOUT",
+                                                                       600)))
+        else:
+            raise ValueError(
+                f"cluster must be 'local', 'slurm', 'pbs' or a scheduler address like "
+                f"tcp://host:8786; got {kind!r}"
+            )
+        _say(quiet, describe(client))
+        yield client
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+def run_graph(*collections, label: str = "", quiet: bool | None = None):
+    """Compute dask collections, with a terminal progress bar on a distributed cluster.
+
+    Returns the results like ``dask.compute``.
+    """
+    import dask
+    from distributed import get_client as current_client
+    from distributed import progress
+
+    quiet = bool(get_setting("cluster.quiet", quiet))
+    try:
+        client = current_client()
+    except ValueError:
+        return dask.compute(*collections)
+    futures = client.compute(list(collections))
+    if not quiet:
+        if label:
+            print(label, file=sys.stderr, flush=True)
+        if sys.stderr.isatty():  # a redrawn bar only where it redraws, not in logs
+            progress(futures, notebook=False)
+            print(file=sys.stderr, flush=True)
+    return tuple(client.gather(futures))

@@ -1,0 +1,417 @@
+"""Distributed evaluation: predictions, metrics, bootstrap CIs, figures and the report.
+
+One Dask graph reads each test chunk once and from it derives the routed
+predictions (written to ``predictions.zarr``), the per-bin metric sums, the
+bootstrap sums and the figure histograms. Only small reductions reach the
+client: never the predictions themselves. The model's coefficients enter the
+graph as one key, so each worker receives them once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+
+from . import metrics as M
+from .binning import bin_ranges
+from .cluster import run_graph
+from .config import get_setting
+from .io import SPECTRUM, atomic_path, check_output, open_spectra, write_json
+from .model import SNRBinnedRidge, load_model
+from .predict import evaluate_block
+
+_PRED_VARS = {
+    "y_true": np.float64,
+    "y_global": np.float64,
+    "y_moe": np.float64,
+    "snr": np.float64,
+    "snr_observed": np.float64,
+    "bin": np.int64,
+    "used": bool,
+}
+
+
+def model_params(model: SNRBinnedRidge, routing: str, target_index: int = 0) -> dict:
+    """The small dict every evaluation task needs: coefficients and routing."""
+    return {
+        "coef": model.coef_,
+        "intercept": model.intercept_,
+        "mean_x": model.mean_x_,
+        "edges": list(model.bin_edges_),
+        "bin_to_expert": model.bin_to_expert(),
+        "routing": routing,
+        "target_index": target_index,
+        "max_bad_fraction": float(model.max_bad_fraction_),
+    }
+
+
+def _block_tasks(model, arrays: dict, routing: str, target_index: int):
+    """One ``evaluate_block`` task per chunk, sharing one key for the parameters."""
+    flux = arrays["flux"].rechunk({1: -1})
+    rows = flux.chunks[0]
+    params = dask.delayed(model_params(model, routing, target_index), pure=True)
+
+    def blocks(name, two_d=False):
+        arr = arrays.get(name)
+        if arr is None:
+            return [None] * len(rows)
+        arr = arr.rechunk((rows, -1) if two_d else (rows,))
+        return list(arr.to_delayed().ravel())
+
+    y = arrays.get("y")
+    y_blocks = [None] * len(rows) if y is None else list(
+        y[:, target_index].rechunk((rows,)).to_delayed().ravel()
+    )
+    token = tokenize(flux, routing, target_index, model.coef_)
+    tasks = [
+        dask.delayed(evaluate_block, pure=True)(
+            f, e, m, yy, s, params, dask_key_name=f"evaluate-{token}-{i}"
+        )
+        for i, (f, e, m, yy, s) in enumerate(
+            zip(
+                flux.to_delayed().ravel(),
+                blocks("error", True),
+                blocks("mask", True),
+                y_blocks,
+                blocks("snr"),
+            )
+        )
+    ]
+    return tasks, rows
+
+
+def prediction_arrays(model, arrays: dict, routing: str, target_index: int = 0) -> dict:
+    """Lazy per-spectrum outputs as dask arrays: the variables of
+    ``predictions.zarr`` and ``y_moe_all`` (n, n_targets), every target routed."""
+    if routing == "oracle" and arrays.get("snr") is None:
+        raise ValueError(
+            "oracle routing needs the store's true 'snr'; use routing='observed' "
+            "to route by the median flux/error"
+        )
+    tasks, rows = _block_tasks(model, arrays, routing, target_index)
+    n_targets = model.coef_.shape[2]
+    out = {
+        name: da.concatenate(
+            [da.from_delayed(t[name], shape=(m,), dtype=dtype) for t, m in zip(tasks, rows)]
+        )
+        for name, dtype in _PRED_VARS.items()
+    }
+    out["y_moe_all"] = da.concatenate(
+        [da.from_delayed(t["y_moe_all"], shape=(m, n_targets), dtype=np.float64)
+         for t, m in zip(tasks, rows)]
+    )
+    out["_tasks"] = tasks
+    return out
+
+
+def _slots(block: dict, n_bins: int) -> np.ndarray:
+    return np.where(block["used"], np.where(block["bin"] < 0, n_bins, block["bin"]), -1)
+
+
+def _chunk_summary(block: dict, n_bins: int, counts: np.ndarray | None, chunk: int, seed: int,
+                   true_edges, pred_edges, snr_edges) -> dict:
+    """Everything the client needs from one evaluated chunk (graph task)."""
+    slots = _slots(block, n_bins)
+    y, yg, ym = block["y_true"], block["y_global"], block["y_moe"]
+    keep = slots >= 0
+    out = {
+        "sums": M.metric_sums(y, yg, ym, slots, n_bins + 1),
+        "excluded": np.bincount(
+            np.where(block["bin"] < 0, n_bins, block["bin"])[~block["used"]], minlength=n_bins + 1
+        ),
+        "bad_pixels": np.bincount(
+            np.where(block["bin"] < 0, n_bins, block["bin"]),
+            weights=block["bad_pixels"], minlength=n_bins + 1,
+        ).astype(np.int64),
+        "snr_hist": np.histogram(
+            np.clip(block["snr"][np.isfinite(block["snr"])], snr_edges[0], snr_edges[-1]),
+            bins=snr_edges,
+        )[0],
+    }
+    for name, pred in (("global", yg), ("moe", ym)):
+        out[f"count_{name}"], out[f"snr_sum_{name}"] = M.hist2d_sums(
+            y, pred, block["snr"], keep, true_edges, pred_edges
+        )
+    if counts is not None:
+        out["boot"] = M.bootstrap_sums(counts, y, yg, ym, slots, n_bins + 1, seed=seed,
+                                       chunk_index=chunk)
+    return out
+
+
+def _merge_summaries(a: dict, b: dict) -> dict:
+    out = {k: a[k] + b[k] for k in a if k != "sums"}
+    out["sums"] = M.merge_metric_sums(a["sums"], b["sums"])
+    return out
+
+
+def _tree(values: list, func, token: str):
+    level, depth = list(values), 0
+    while len(level) > 1:
+        nxt = [
+            dask.delayed(func, pure=True)(a, b, dask_key_name=f"{token}-{depth}-{j}")
+            for j, (a, b) in enumerate(zip(level[::2], level[1::2]))
+        ]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level, depth = nxt, depth + 1
+    return level[0]
+
+
+def evaluate_model(
+    model: SNRBinnedRidge | str | os.PathLike,
+    test: xr.Dataset | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    **kwargs,
+) -> dict:
+    """Evaluate a model on a test store and write predictions, metrics and the report.
+
+    The output directory (``predictions.zarr``, ``metrics.json``,
+    ``report.md`` and ``figures/``) is written to a temporary directory and
+    renamed into place, so it is complete or absent. See
+    :func:`evaluate_into` for the parameters.
+
+    Returns
+    -------
+    dict
+        The metrics (as written to metrics.json).
+    """
+    check_output(out, overwrite)
+    model, ds, test_name, settings = prepare_evaluation(model, test, **kwargs)
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        tmp.mkdir(parents=True)
+        return evaluate_into(model, ds, tmp, test_name=test_name, **settings)
+
+
+def prepare_evaluation(model, test, *, routing=None, target=None, bootstrap=None, seed=None,
+                       report=True, extra=None):
+    """Resolve settings, load the model and open and check the test store (no compute)."""
+    if not isinstance(model, SNRBinnedRidge):
+        model = load_model(model)
+    routing = routing or model.routing_
+    if routing not in ("oracle", "observed"):
+        raise ValueError(f"routing must be 'oracle' or 'observed'; got {routing!r}")
+    target = target or model.targets_[0]
+    if target not in model.targets_:
+        raise ValueError(f"target {target!r} is not one the model predicts ({model.targets_})")
+    require = [target] + (["snr"] if routing == "oracle" else [])
+    if isinstance(test, xr.Dataset):
+        test_name = test.encoding.get("source", "<in-memory dataset>")
+        from .io import validate_spectra
+
+        validate_spectra(test, test_name, require=require)
+        ds = test
+    else:
+        test_name = str(test)
+        ds = open_spectra(test, require=require)
+    check_compatible(model, ds, test_name)
+    settings = {
+        "routing": routing,
+        "target": target,
+        "bootstrap": int(get_setting("evaluate.bootstrap", bootstrap)),
+        "seed": int(get_setting("evaluate.seed", seed)),
+        "report": report,
+        "extra": extra,
+    }
+    if settings["bootstrap"] < 0:
+        raise ValueError(f"bootstrap must be >= 0 resamples; got {settings['bootstrap']}")
+    return model, ds, test_name, settings
+
+
+def evaluate_into(
+    model: SNRBinnedRidge,
+    ds: xr.Dataset,
+    directory: Path,
+    *,
+    test_name: str,
+    routing: str,
+    target: str,
+    bootstrap: int,
+    seed: int,
+    report: bool = True,
+    extra: dict | None = None,
+) -> dict:
+    """Run the evaluation graph and write its outputs into an existing directory.
+
+    Parameters
+    ----------
+    model : SNRBinnedRidge
+    ds : xarray.Dataset
+        A validated test store.
+    directory : Path
+    test_name : str
+    routing : {"oracle", "observed"}
+    target : str
+        Which of the model's targets to score.
+    bootstrap : int
+        Paired bootstrap resamples for the delta R^2 CIs (0 disables).
+    seed : int
+        Bootstrap seed.
+    report : bool
+        Write figures and ``report.md``.
+    extra : dict, optional
+        Merged into metrics.json (``timings`` are merged with the evaluation's).
+    """
+    t0 = time.perf_counter()
+    target_index = model.targets_.index(target)
+    arrays = {
+        "flux": ds["flux"].data,
+        "error": ds["error"].data,
+        "mask": ds["mask"].data if "mask" in ds else None,
+        "snr": ds["snr"].data if "snr" in ds else None,
+        "y": da.stack([ds[t].data if t in ds else da.full(ds.sizes[SPECTRUM], np.nan,
+                                                          chunks=ds["flux"].data.chunks[0])
+                       for t in model.targets_], axis=1),
+    }
+    preds = prediction_arrays(model, arrays, routing, target_index)
+    tasks, rows = preds.pop("_tasks"), arrays["flux"].chunks[0]
+    n_bins = len(model.bin_names_)
+    y_lo, y_hi = (float(v) for v in dask.compute(da.nanmin(ds[target].data),
+                                                 da.nanmax(ds[target].data)))
+    pad = 0.15 * (y_hi - y_lo) or 1.0
+    n_hist = int(get_setting("evaluate.hist-bins"))
+    true_edges = np.linspace(y_lo, y_hi, n_hist + 1)
+    pred_edges = np.linspace(y_lo - pad, y_hi + pad, n_hist + 1)
+    snr_edges = getattr(model, "train_snr_hist_", (np.linspace(0, 12, 121), None))[0]
+    counts = M.draw_chunk_counts(list(rows), bootstrap, seed) if bootstrap else None
+    token = tokenize(tasks, bootstrap, seed)
+    summaries = [
+        dask.delayed(_chunk_summary, pure=True)(
+            t, n_bins, None if counts is None else counts[:, i], i, seed,
+            true_edges, pred_edges, snr_edges, dask_key_name=f"summary-{token}-{i}",
+        )
+        for i, t in enumerate(tasks)
+    ]
+    total = _tree(summaries, _merge_summaries, f"merge-summary-{token}")
+    pred_ds = xr.Dataset({k: ((SPECTRUM,), preds[k]) for k in _PRED_VARS})
+    pred_ds.attrs.update(target=target, routing=routing, model=str(getattr(model, "path_", "")),
+                         test_store=str(test_name))
+    store = pred_ds.to_zarr(directory / "predictions.zarr", mode="w", zarr_format=3,
+                            consolidated=False, compute=False)
+    _, summary = run_graph(store, total, label="evaluate: predictions and metrics")
+    result = summarize(model, summary, routing=routing, target=target,
+                       n_resamples=bootstrap, seed=seed)
+    result.update(test_store=str(test_name), model=str(getattr(model, "path_", "")),
+                  train_store=model.train_store_)
+    extra = dict(extra or {})
+    timings = {**extra.pop("timings", {}), "evaluate": time.perf_counter() - t0}
+    result.update(extra)
+    result["timings"] = timings
+    if report:
+        from .report import write_report
+
+        t1 = time.perf_counter()
+        figdata = {
+            "pred_hist": {
+                "true_edges": true_edges,
+                "pred_edges": pred_edges,
+                **{k: summary[k] for k in ("count_global", "count_moe", "snr_sum_global",
+                                             "snr_sum_moe")},
+            },
+            "snr_hist": {
+                "edges": snr_edges,
+                "count_test": summary["snr_hist"],
+                "count_train": getattr(model, "train_snr_hist_", (None, None))[1],
+            },
+            "bin_edges": list(model.bin_edges_),
+            "bin_names": list(model.bin_names_),
+        }
+        write_report(result, figdata, directory)
+        timings["report"] = time.perf_counter() - t1
+    write_json(directory / "metrics.json", result)
+    return result
+
+
+def check_compatible(model: SNRBinnedRidge, ds: xr.Dataset, test_name: str) -> None:
+    """Refuse a test store whose pixels do not match the model's, naming both."""
+    model_name = getattr(model, "path_", "the model")
+    n = ds.sizes.get("wavelength")
+    if n != model.n_features_in_:
+        raise ValueError(
+            f"model {model_name!r} has {model.n_features_in_} pixels but store "
+            f"{test_name!r} has {n}; evaluate on a store with the training grid"
+        )
+    wave = getattr(model, "wavelength_", None)
+    if wave is not None and not np.allclose(ds["wavelength"].values, wave, rtol=0, atol=1e-6):
+        diff = np.abs(ds["wavelength"].values - wave)
+        i = int(np.argmax(diff))
+        raise ValueError(
+            f"wavelength grid of store {test_name!r} differs from model {model_name!r}'s "
+            f"training grid (pixel {i}: {ds['wavelength'].values[i]!r} vs {wave[i]!r}); "
+            "resample the spectra onto the training grid"
+        )
+
+
+def summarize(model, summary: dict, *, routing: str, target: str, n_resamples: int,
+              seed: int) -> dict:
+    """Turn the merged chunk summaries into the metrics.json structure."""
+    names = list(model.bin_names_)
+    n_bins = len(names)
+    sums = summary["sums"]
+    overall = M.finalize(M.pool_slots(sums, list(range(n_bins + 1))))
+    overall["delta_r2"] = overall["r2_moe"] - overall["r2_global"]
+    overall["n_train"] = int(model.n_train_[0])
+    ci: dict[str, list[float]] = {}
+    if n_resamples:
+        boot = summary["boot"]
+        groups = np.concatenate([boot.sum(axis=1, keepdims=True), boot[:, :n_bins]], axis=1)
+        deltas = M.bootstrap_delta_r2(groups)
+        ci["overall"] = M.percentile_ci(deltas[:, 0])
+        for k, name in enumerate(names):
+            ci[name] = M.percentile_ci(deltas[:, k + 1])
+    bins = []
+    n_served_by_expert = 0
+    for k, (name, (lo, hi)) in enumerate(zip(names, bin_ranges(model.bin_edges_))):
+        m = M.finalize({key: float(v[k]) for key, v in sums.items()})
+        fallback = name in model.fallback_
+        if not fallback:
+            n_served_by_expert += m["n"]
+        bins.append({
+            "name": name,
+            "snr_low": lo,
+            "snr_high": hi,
+            "n_train": int(model.n_train_[k + 1]),
+            "n_test": m["n"],
+            "r2_expert": m["r2_moe"],
+            "r2_global": m["r2_global"],
+            "delta_r2": m["r2_moe"] - m["r2_global"],
+            "mae_expert": m["mae_moe"],
+            "mae_global": m["mae_global"],
+            "rmse_expert": m["rmse_moe"],
+            "rmse_global": m["rmse_global"],
+            "fallback": fallback,
+            "fallback_reason": model.fallback_.get(name, ""),
+            "delta_r2_ci95": ci.get(name, [float("nan")] * 2),
+        })
+    n_no_bin = int(sums["n"][n_bins])
+    alpha = {e: float(a) for e, a in zip(model.experts_, model.alpha_)}
+    return {
+        "target": target,
+        "routing": routing,
+        "precision": model.precision_,
+        "alpha": alpha,
+        "coverage": n_served_by_expert / overall["n"] if overall["n"] else float("nan"),
+        "overall": overall,
+        "delta_r2_ci95": ci,
+        "bins": bins,
+        "hypothesis": {"threshold": 0.02},
+        "bootstrap": {"n_resamples": n_resamples, "seed": seed},
+        "excluded": {
+            "train": model.excluded_,
+            "test": {
+                "excluded": dict(zip([*names, "no_snr"], summary["excluded"].tolist())),
+                "no_snr_served_by_global": n_no_bin,
+                "bad_pixels": dict(zip([*names, "no_snr"], summary["bad_pixels"].tolist())),
+            },
+        },
+        "solvers": model.solver_,
+        "fallback": model.fallback_,
+    }

@@ -1,0 +1,98 @@
+"""open_spectra: the store schema, and a clear error for each way a store can be wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from xarray.tests import raise_if_dask_computes
+
+from snr_moe_dask import StoreError, open_spectra
+
+
+def write(ds: xr.Dataset, path) -> str:
+    ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False)
+    return str(path)
+
+
+def test_open_is_lazy_and_follows_schema(small_survey, tmp_path):
+    path = write(small_survey, tmp_path / "s.zarr")
+    with raise_if_dask_computes():
+        ds = open_spectra(path, require=["logg", "snr"])
+    assert ds["flux"].dims == ("spectrum", "wavelength")
+    assert ds["flux"].dtype == np.float32 and ds["error"].dtype == np.float32
+    assert ds["wavelength"].dtype == np.float64
+    assert ds["flux"].chunks[1] == (ds.sizes["wavelength"],)  # chunked along spectrum only
+    for key in ("instrument", "arm", "generator_version", "seed", "noise_level"):
+        assert key in ds.attrs
+
+
+def test_unreadable_path(tmp_path):
+    with pytest.raises(StoreError, match=r"cannot open spectra store '.*nope.zarr'.*generate"):
+        open_spectra(tmp_path / "nope.zarr")
+
+
+def test_not_a_zarr_store(tmp_path):
+    bad = tmp_path / "junk.zarr"
+    bad.mkdir()
+    (bad / "zarr.json").write_text("{not json")
+    with pytest.raises(StoreError, match=r"cannot open spectra store '.*junk.zarr' as Zarr"):
+        open_spectra(bad)
+
+
+def test_missing_variable(small_survey, tmp_path):
+    path = write(small_survey.drop_vars("error"), tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match=r"store '.*s.zarr' has no variable 'error'; expected"):
+        open_spectra(path)
+
+
+def test_missing_required_label(small_survey, tmp_path):
+    path = write(small_survey.drop_vars("logg"), tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match=r"no variable 'logg'.*\('spectrum',\)"):
+        open_spectra(path, require=["logg"])
+
+
+def test_wrong_dims(small_survey, tmp_path):
+    ds = small_survey.copy()
+    ds["error"] = ds["error"].transpose("wavelength", "spectrum")
+    path = write(ds, tmp_path / "s.zarr")
+    with pytest.raises(
+        StoreError,
+        match=r"variable 'error' in store '.*s.zarr' has dims \('wavelength', 'spectrum'\); "
+        r"expected \('spectrum', 'wavelength'\)",
+    ):
+        open_spectra(path)
+
+
+def test_wrong_dtype(small_survey, tmp_path):
+    ds = small_survey.copy()
+    ds["flux"] = ds["flux"].astype(np.int32)
+    path = write(ds, tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match=r"variable 'flux' .* has dtype int32; expected float32"):
+        open_spectra(path)
+
+
+def test_non_increasing_wavelength(small_survey, tmp_path):
+    wave = small_survey["wavelength"].values.copy()
+    wave[10] = wave[9]
+    path = write(small_survey.assign_coords(wavelength=wave), tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match=r"'wavelength' .* is not strictly increasing.*index 10"):
+        open_spectra(path)
+
+
+def test_shape_mismatch(small_survey, tmp_path):
+    ds = small_survey.copy()
+    ds = ds.assign(error=(("spectrum", "pix2"), ds["error"].values[:, :10]))
+    path = write(ds, tmp_path / "s.zarr")
+    with pytest.raises(
+        StoreError, match=r"variables 'flux' \(900, 64\) and 'error' \(900, 10\) .* differ in shape"
+    ):
+        open_spectra(path)
+
+
+def test_mask_must_be_bool(small_survey, tmp_path):
+    ds = small_survey.assign(mask=(("spectrum", "wavelength"),
+                                   np.zeros(small_survey["flux"].shape, dtype=np.uint8)))
+    path = write(ds, tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match=r"variable 'mask' .* has dtype uint8; expected bool"):
+        open_spectra(path)
