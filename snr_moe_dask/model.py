@@ -308,11 +308,15 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             return _arrays_from_dataset(X, settings, need_targets=False)
         return _arrays_from_input(X, None, snr, error, mask, settings)
 
-    def score(self, X, y=None, sample_weight=None):
-        """R^2 of the routed predictions (scikit-learn's ``r2_score``)."""
+    def score(self, X, y=None, sample_weight=None, **predict_kwargs):
+        """R^2 of the routed predictions (scikit-learn's ``r2_score``).
+
+        ``predict_kwargs`` (``snr``, ``error``, ``mask``, ``routing``) go to
+        :meth:`predict`.
+        """
         from sklearn.metrics import r2_score
 
-        pred = np.asarray(self.predict(X))
+        pred = np.asarray(self.predict(X, **predict_kwargs))
         if isinstance(X, xr.Dataset):
             y = np.column_stack([X[t].values for t in self.targets_])
         y = np.asarray(y)

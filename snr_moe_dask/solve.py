@@ -22,10 +22,18 @@ def _solve_cholesky(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return scipy.linalg.cho_solve(factor, b, check_finite=False)
 
 
+_EIGH_RCOND = 1e-10
+
+
 def _solve_eigh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve through the eigendecomposition, dropping null directions (a pseudo-inverse)."""
+    """Solve through the eigendecomposition, dropping null directions (a pseudo-inverse).
+
+    Eigenvalues below ``1e-10`` times the largest count as zero: a Gram
+    matrix formed in floating point carries round-off of about n_pixels x eps
+    of its largest eigenvalue, so smaller ones are noise.
+    """
     w, v = scipy.linalg.eigh(a, check_finite=False)
-    keep = w > max(w.max(initial=0.0), 0.0) * a.shape[0] * np.finfo(float).eps
+    keep = w > max(w.max(initial=0.0), 0.0) * _EIGH_RCOND
     return v[:, keep] @ ((v[:, keep].T @ b) / w[keep, None])
 
 
