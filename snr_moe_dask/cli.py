@@ -204,9 +204,9 @@ def fit_store(train: str, model_path: str, params: dict, overwrite: bool, args) 
     model = SNRBinnedRidge(**params)
     settings = model._resolved()  # validate settings before reading anything
     require = list(settings["targets"]) + (["snr"] if settings["routing"] == "oracle" else [])
-    ds = open_spectra(train, require=require)
+    open_spectra(train, require=require)  # fail on a bad store before any compute
     t0 = time.perf_counter()
-    model.fit(ds)
+    model.fit(train)
     model.save(model_path, overwrite=overwrite)
     _say(args, fit_summary(model, model_path, time.perf_counter() - t0))
     return model

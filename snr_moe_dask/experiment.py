@@ -203,11 +203,11 @@ def run_experiment(exp: dict, out: str | os.PathLike, *, overwrite: bool = False
                              data.get("test_seed", seed + 1), data, quiet)
     timings["generate"] = gen_train["seconds"] + gen_test["seconds"]
     require = settings["targets"] + (["snr"] if settings["routing"] == "oracle" else [])
-    train = open_spectra(data["train_store"], require=require)
+    open_spectra(data["train_store"], require=require)
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.mkdir(parents=True)
         t0 = time.perf_counter()
-        model.fit(train)
+        model.fit(data["train_store"])
         model.save(tmp / "model.zarr")
         timings["fit"] = time.perf_counter() - t0
         if not quiet:

@@ -22,8 +22,17 @@ from . import stats
 from .binning import bin_ranges, check_bins
 from .cluster import run_graph
 from .config import get_setting
-from .io import EXPERT, SPECTRUM, TARGET, WAVELENGTH, atomic_path, store_fingerprint
-from .reduce import ReduceSpec, build_fit_graph
+from .io import (
+    EXPERT,
+    SPECTRUM,
+    TARGET,
+    WAVELENGTH,
+    atomic_path,
+    open_spectra,
+    store_fingerprint,
+    store_row_chunks,
+)
+from .reduce import ReduceSpec, array_chunks, build_fit_graph, gather_snr, store_chunks
 from .solve import solve_ridge
 
 MODEL_FORMAT_VERSION = 1
@@ -160,8 +169,10 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : xarray.Dataset or array-like of shape (n_spectra, n_pixels)
-            A spectra store (see :func:`snr_moe_dask.open_spectra`), or flux.
+        X : str, path, xarray.Dataset or array-like of shape (n_spectra, n_pixels)
+            The path of a spectra store (read chunk by chunk inside the fold
+            tasks: the fastest way), a Dataset following the store schema
+            (see :func:`snr_moe_dask.open_spectra`), or flux.
         y : array-like of shape (n_spectra,) or (n_spectra, n_targets), optional
             Targets, when ``X`` is an array.
         snr : array-like of shape (n_spectra,), optional
@@ -176,34 +187,39 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         """
         settings = self._resolved()
         t0 = time.perf_counter()
-        if isinstance(X, xr.Dataset):
-            arrays = _arrays_from_dataset(X, settings)
-            source = X.encoding.get("source", "")
-        else:
-            arrays = _arrays_from_input(X, y, snr, error, mask, settings)
-            source = ""
-        partitions = self.partitions or get_setting("fit.partitions") or _default_partitions()
         spec = ReduceSpec(
             edges=tuple(settings["edges"]),
             routing=settings["routing"],
             max_bad_fraction=settings["max_bad_fraction"],
             precision=settings["precision"],
         )
-        total, _, snr_obs = build_fit_graph(
-            arrays["flux"],
-            arrays["error"],
-            arrays["y"],
-            spec=spec,
-            partitions=int(partitions),
-            true_snr=arrays.get("snr"),
-            mask=arrays.get("mask"),
-        )
-        acc, snr_values = run_graph(total, snr_obs, label="fit: one pass over the spectra")
+        if isinstance(X, str | os.PathLike):
+            source = str(X)
+            ds = open_spectra(source, require=_required_vars(settings))
+            chunks = store_chunks(
+                source, store_row_chunks(ds), settings["targets"],
+                with_snr=settings["routing"] == "oracle", with_mask="mask" in ds,
+            )
+            n_pixels, wavelength = ds.sizes[WAVELENGTH], ds[WAVELENGTH].values
+        else:
+            if isinstance(X, xr.Dataset):
+                arrays = _arrays_from_dataset(X, settings)
+                source = X.encoding.get("source", "")
+            else:
+                arrays = _arrays_from_input(X, y, snr, error, mask, settings)
+                source = ""
+            chunks = array_chunks(arrays["flux"], arrays["error"], arrays["y"],
+                                  arrays.get("snr"), arrays.get("mask"))
+            n_pixels, wavelength = arrays["flux"].shape[1], arrays.get("wavelength")
+        partitions = self.partitions or get_setting("fit.partitions") or _default_partitions()
+        total, _ = build_fit_graph(chunks, spec=spec, partitions=int(partitions))
+        (acc,) = run_graph(total, label="fit: one pass over the spectra")
+        snr_values = gather_snr(acc)
         t_pass = time.perf_counter() - t0
         self._finish_fit(acc, settings)
         self.snr_ = snr_values
-        self.n_features_in_ = int(arrays["flux"].shape[1])
-        self.wavelength_ = arrays.get("wavelength")
+        self.n_features_in_ = int(n_pixels)
+        self.wavelength_ = wavelength
         self.targets_ = settings["targets"]
         self.train_store_ = str(source)
         self.train_fingerprint_ = store_fingerprint(source) if source else ""
@@ -431,6 +447,10 @@ def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
 
 
 # ---------------------------------------------------------------------- inputs
+
+
+def _required_vars(settings: dict) -> list[str]:
+    return list(settings["targets"]) + (["snr"] if settings["routing"] == "oracle" else [])
 
 
 def _arrays_from_dataset(ds: xr.Dataset, settings: dict, need_targets: bool = True) -> dict:

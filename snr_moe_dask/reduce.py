@@ -1,12 +1,19 @@
-"""The Dask graph of the fit: SNR per chunk, and a fold of chunks into per-bin statistics.
+"""The Dask graph of the fit: fold chunks of spectra into per-bin statistics.
 
 This is the only module that builds the reduction graph. The chunks are split
-into ``partitions`` contiguous runs; each run is a chain of fold tasks, each
-folding one chunk into the run's accumulator, so a worker holds one
-accumulator and a couple of chunks however many spectra there are. The
-partition accumulators are then merged pairwise in a fixed order, so a given
-graph gives bit-identical results whichever worker runs which task. Everything
-stays in the task graph, so Dask can recompute a lost piece.
+into ``partitions`` contiguous runs; each run is a chain of fold tasks. A fold
+task takes the run's accumulator and one chunk, computes the chunk's bad
+pixels and observed SNR, routes its spectra to bins and folds them in. So a
+worker holds one accumulator and about one chunk, however many spectra
+there are, and each chunk is read once.
+
+Chunks come either from a Zarr store, read by the fold task itself
+(:class:`snr_moe_dask.io.StoreRows`, so data never wait in memory or travel
+between workers), or from dask arrays, as block dependencies.
+
+The partition accumulators are merged pairwise in a fixed order, so a given
+graph gives bit-identical results whichever worker runs which task.
+Everything stays in the task graph, so Dask can recompute a lost piece.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import numpy as np
 from dask.base import tokenize
 
 from . import stats
+from .io import StoreRows
 from .snr import compute_snr, find_bad_pixels
 
 
@@ -32,34 +40,38 @@ class ReduceSpec:
     precision: str
 
 
-def _bad(flux, error, mask):
-    return find_bad_pixels(flux, error, mask)
-
-
-def snr_block(flux: np.ndarray, error: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Observed SNR of one block (blockwise kernel)."""
-    return compute_snr(flux, error, _bad(flux, error, mask))
-
-
-def fold_block(acc, flux, error, mask, y, route_snr, spec: ReduceSpec):
-    """Fold one block into ``acc`` (graph task)."""
-    y = y.reshape(len(y), -1)
-    return stats.fold_chunk(
+def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, spec: ReduceSpec):
+    """Fold one chunk into ``acc`` and record its observed SNR (graph task)."""
+    bad = find_bad_pixels(flux, error, mask)
+    snr = compute_snr(flux, error, bad)
+    route = snr if spec.routing == "observed" else np.asarray(true_snr, dtype=np.float64)
+    acc = stats.fold_chunk(
         acc,
         flux,
-        y,
-        _bad(flux, error, mask),
-        route_snr,
+        np.asarray(y, dtype=np.float64).reshape(len(flux), -1),
+        bad,
+        route,
         edges=list(spec.edges),
         max_bad_fraction=spec.max_bad_fraction,
         precision=spec.precision,
     )
+    acc.setdefault("snr", {})[index] = snr
+    return acc
 
 
-def observed_snr(flux: da.Array, error: da.Array, mask: da.Array | None = None) -> da.Array:
-    """Return the observed SNR per spectrum as a lazy dask array, shape (n_spectra,)."""
-    args = (flux, error) if mask is None else (flux, error, mask)
-    return da.map_blocks(snr_block, *args, drop_axis=1, dtype=np.float64)
+def fold_rows(acc, index: int, rows: StoreRows, spec: ReduceSpec):
+    """Read a chunk from its store and fold it into ``acc`` (graph task)."""
+    d = rows.read()
+    return fold_arrays(acc, index, d["flux"], d["error"], d.get("mask"), d["y"], d.get("snr"),
+                       spec)
+
+
+def merge_partials(a: dict, b: dict) -> dict:
+    """Merge accumulator ``b`` into ``a``, with the SNR of both (graph task)."""
+    snr = {**a.pop("snr", {}), **b.get("snr", {})}
+    a = stats.merge_stats(a, b)
+    a["snr"] = snr
+    return a
 
 
 def split_partitions(n_chunks: int, partitions: int) -> list[range]:
@@ -69,67 +81,60 @@ def split_partitions(n_chunks: int, partitions: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def build_fit_graph(
-    flux: da.Array,
-    error: da.Array,
-    y: da.Array,
-    *,
-    spec: ReduceSpec,
-    partitions: int,
-    true_snr: da.Array | None = None,
-    mask: da.Array | None = None,
-):
-    """Build the graph of one pass: per-partition folds, then a pairwise merge.
+def store_chunks(path: str, row_chunks, targets, *, with_snr: bool, with_mask: bool) -> list:
+    """Per-chunk fold inputs that read a Zarr store inside the fold task."""
+    return [
+        (fold_rows, (StoreRows(path, a, b, tuple(targets), with_snr, with_mask),))
+        for a, b in row_chunks
+    ]
+
+
+def array_chunks(flux: da.Array, error: da.Array, y: da.Array, true_snr=None, mask=None) -> list:
+    """Per-chunk fold inputs taken from dask arrays (block dependencies)."""
+    flux = flux.rechunk({1: -1})
+    rows = flux.chunks[0]
+
+    def blocks(arr, two_d):
+        if arr is None:
+            return [None] * len(rows)
+        arr = arr.rechunk((rows, -1) if two_d else (rows,))
+        return list(arr.to_delayed().ravel())
+
+    parts = zip(blocks(flux, True), blocks(error, True), blocks(mask, True), blocks(y, True),
+                blocks(true_snr, False))
+    return [(fold_arrays, tuple(p)) for p in parts]
+
+
+def build_fit_graph(chunks: list, *, spec: ReduceSpec, partitions: int):
+    """Build the graph of one pass: per-partition fold chains, then a pairwise merge.
 
     Parameters
     ----------
-    flux, error : dask array of shape (n_spectra, n_pixels)
-    y : dask array of shape (n_spectra, n_targets)
+    chunks : list of (task function, inputs)
+        From :func:`store_chunks` or :func:`array_chunks`.
     spec : ReduceSpec
     partitions : int
         Number of fold chains.
-    true_snr : dask array of shape (n_spectra,), optional
-        Needed for ``oracle`` routing.
-    mask : dask array of bool, shape (n_spectra, n_pixels), optional
 
     Returns
     -------
     total : dask.delayed.Delayed
-        The merged accumulator (see :mod:`snr_moe_dask.stats`).
+        The merged accumulator (see :mod:`snr_moe_dask.stats`); its ``snr``
+        entry maps chunk index to the chunk's observed SNR.
     partials : list of Delayed
         Each partition's accumulator, in order.
-    snr : dask array of shape (n_spectra,)
-        The observed SNR.
     """
-    flux = flux.rechunk({1: -1})
-    chunks = flux.chunks[0]
-    error = error.rechunk((chunks, -1))
-    y = y.rechunk((chunks, -1))
-    mask = None if mask is None else mask.rechunk((chunks, -1))
-    snr = observed_snr(flux, error, mask)
-    route = snr if spec.routing == "observed" else true_snr.rechunk((chunks,))
-
-    def blocks(arr):
-        return None if arr is None else list(arr.to_delayed().ravel())
-
-    fb, eb, yb, rb, mb = (blocks(a) for a in (flux, error, y, route, mask))
-    token = tokenize(flux, error, y, route, mask, spec, partitions)
+    token = tokenize([(f.__name__, args) for f, args in chunks], spec, partitions)
     partials = []
     for p, run in enumerate(split_partitions(len(chunks), partitions)):
         acc = None
         for i in run:
-            acc = dask.delayed(fold_block, pure=True)(
-                acc,
-                fb[i],
-                eb[i],
-                None if mb is None else mb[i],
-                yb[i],
-                rb[i],
-                spec,
-                dask_key_name=f"fold-{token}-{p}-{i}",
+            func, args = chunks[i]
+            acc = dask.delayed(func, pure=True)(
+                acc, i, *args, spec, dask_key_name=f"fold-{token}-{p}-{i}"
             )
         partials.append(acc)
-    return merge_tree(partials, token), partials, snr
+    return merge_tree(partials, token), partials
 
 
 def merge_tree(partials: list, token: str):
@@ -138,7 +143,7 @@ def merge_tree(partials: list, token: str):
     depth = 0
     while len(level) > 1:
         merged = [
-            dask.delayed(stats.merge_stats, pure=True)(
+            dask.delayed(merge_partials, pure=True)(
                 a, b, dask_key_name=f"merge-{token}-{depth}-{j}"
             )
             for j, (a, b) in enumerate(zip(level[::2], level[1::2]))
@@ -147,3 +152,9 @@ def merge_tree(partials: list, token: str):
             merged.append(level[-1])
         level, depth = merged, depth + 1
     return level[0]
+
+
+def gather_snr(acc: dict) -> np.ndarray:
+    """The observed SNR of every spectrum, in order, from a merged accumulator."""
+    parts = acc.get("snr", {})
+    return np.concatenate([parts[i] for i in sorted(parts)]) if parts else np.zeros(0)

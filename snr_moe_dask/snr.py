@@ -46,11 +46,12 @@ def compute_snr(flux: np.ndarray, error: np.ndarray, bad: np.ndarray | None = No
     if bad is None:
         bad = find_bad_pixels(flux, error)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.asarray(flux, dtype=np.float64) / error
+        ratio = np.divide(flux, error, dtype=np.result_type(flux, error, np.float32))
     if not bad.any():
-        return np.median(ratio, axis=1)
+        # ratio is our own temporary, so the median may partition it in place.
+        return np.median(ratio, axis=1, overwrite_input=True).astype(np.float64)
     ratio[bad] = np.nan
     out = np.full(ratio.shape[0], np.nan)
     some_good = ~bad.all(axis=1)
-    out[some_good] = np.nanmedian(ratio[some_good], axis=1)
+    out[some_good] = np.nanmedian(ratio[some_good], axis=1, overwrite_input=True)
     return out

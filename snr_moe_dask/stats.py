@@ -69,15 +69,30 @@ def full_gram(sxx: np.ndarray) -> np.ndarray:
     return upper + np.triu(upper, 1).T
 
 
+_SCRATCH: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _scratch(n: int, dtype) -> np.ndarray:
+    """A per-process, Fortran-ordered buffer for BLAS output, zero below the diagonal."""
+    key = (n, np.dtype(dtype).str)
+    if key not in _SCRATCH:
+        _SCRATCH[key] = np.zeros((n, n), dtype=dtype, order="F")
+    return _SCRATCH[key]
+
+
 def _syrk(xc: np.ndarray, out: np.ndarray) -> None:
     """out (triangle) += xc^T xc, with xc of shape (m, n_pixels), C-ordered."""
     a = xc.T  # Fortran-ordered (n_pixels, m): syrk with trans=0 gives a a^T = xc^T xc
     if xc.dtype == np.float64:
         blas.dsyrk(1.0, a, beta=1.0, c=_triangle(out), trans=0, lower=0, overwrite_c=1)
         return
-    prod = blas.ssyrk(1.0, a, trans=0, lower=0)
-    # Only the upper triangle of prod is defined; the lower is zero.
-    _triangle(out)[...] += np.triu(prod)
+    # ssyrk writes only the upper triangle of the scratch, whose lower triangle
+    # stays zero, so adding the whole buffer adds just the product.
+    scratch = _scratch(xc.shape[1], np.float32)
+    prod = blas.ssyrk(1.0, a, beta=0.0, c=scratch, trans=0, lower=0, overwrite_c=1)
+    if not np.shares_memory(prod, scratch):  # pragma: no cover - BLAS copied after all
+        prod = np.triu(prod)
+    np.add(_triangle(out), prod, out=_triangle(out))
 
 
 def _syr(alpha: float, x: np.ndarray, out: np.ndarray) -> None:
@@ -218,20 +233,43 @@ def fold_chunk(
     use, counts = select_rows(bad, y, bins, n_bins, max_bad_fraction)
     for key, value in counts.items():
         acc[key] += value
-    dtype = np.float32 if precision == "float32" else np.float64
     for k in range(n_bins):
         rows = np.flatnonzero(use & (bins == k))
         if rows.size == 0:
             continue
-        xk = impute_bad_pixels(x[rows].astype(np.float64), bad[rows])
+        xc, mean_x, shift = _centred_rows(x, bad, rows, precision)
         yk = y[rows].astype(np.float64)
-        mean_x, mean_y = xk.mean(axis=0), yk.mean(axis=0)
-        xc = np.subtract(xk, mean_x, out=xk).astype(dtype, copy=False)
+        mean_y = yk.mean(axis=0)
         yc = yk - mean_y
         _syrk(xc, acc["sxx"][k])
-        sxy = (xc.T @ yc.astype(dtype)).astype(np.float64)
+        sxy = (xc.T @ yc.astype(xc.dtype)).astype(np.float64)
+        if shift is not None:
+            # xc was centred on a float32-rounded mean c, not the mean m:
+            # sum (x-c)(x-c)^T = S + n (m-c)(m-c)^T, and sum (x-c)(y-ybar)^T = S_xy.
+            _syr(-float(rows.size), shift, acc["sxx"][k])
         merge_into(acc, k, float(rows.size), mean_x, mean_y, None, sxy, yc.T @ yc)
     return acc
+
+
+def _centred_rows(x, bad, rows, precision):
+    """Rows of one bin, centred, in the product dtype.
+
+    Returns ``(xc, mean, shift)``. In float64 the rows are centred on their
+    mean. In float32 they are centred on the mean rounded to float32, in one
+    float32 pass; ``shift`` = mean - that centre, for an exact rank-1 correction.
+    """
+    xk = x[rows]
+    badk = bad[rows]
+    if precision == "float64" or badk.any():
+        xk = impute_bad_pixels(xk.astype(np.float64), badk)
+    mean = xk.mean(axis=0, dtype=np.float64)
+    if precision == "float64":
+        return np.subtract(xk, mean, out=xk), mean, None
+    centre = mean.astype(np.float32)
+    xc = np.subtract(xk, centre, out=xk, dtype=np.float32) if xk.dtype == np.float32 else (
+        xk - centre).astype(np.float32)
+    shift = mean - centre.astype(np.float64)
+    return xc, mean, shift if shift.any() else None
 
 
 def total_stats(acc: dict) -> dict:

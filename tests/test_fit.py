@@ -46,9 +46,11 @@ def test_store_fit_matches_sklearn_on_a_real_cluster(store_pair, client):
     from snr_moe_dask import open_spectra
 
     ds = open_spectra(store_pair[0])
-    model = SNRBinnedRidge(alpha=1e5, precision="float64", min_spectra=1).fit(ds)
+    model = SNRBinnedRidge(alpha=1e5, precision="float64", min_spectra=1).fit(store_pair[0])
     x, y, snr = ds["flux"].values, ds["logg"].values, ds["snr"].values
     assert_predictions_match(model, sklearn_models(x, y, snr), x, y, tol=1e-9)
+    from_dataset = SNRBinnedRidge(alpha=1e5, precision="float64", min_spectra=1).fit(ds)
+    np.testing.assert_array_equal(model.coef_, from_dataset.coef_)
     assert model.snr_.shape == (2000,) and np.isfinite(model.snr_).all()
     assert model.n_train_[0] == 2000 and model.n_train_[1:].sum() == 2000
 
@@ -57,7 +59,7 @@ def test_float32_products_match_sklearn_to_1e6_std(store_pair, client):
     from snr_moe_dask import open_spectra
 
     ds = open_spectra(store_pair[0])
-    model = SNRBinnedRidge(alpha=1e5, precision="float32", min_spectra=1).fit(ds)
+    model = SNRBinnedRidge(alpha=1e5, precision="float32", min_spectra=1).fit(store_pair[0])
     x, y, snr = ds["flux"].values, ds["logg"].values, ds["snr"].values
     assert_predictions_match(model, sklearn_models(x, y, snr), x, y, tol=1e-6)
 
