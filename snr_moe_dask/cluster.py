@@ -9,15 +9,18 @@ The cluster is always closed on exit, including on errors and Ctrl-C.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import shutil
 import signal
 import stat
 import sys
 import tempfile
 import warnings
+import weakref
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import yaml
@@ -30,8 +33,11 @@ _JOBQUEUE_KEYS = (
     "cores", "memory", "processes", "walltime", "queue", "account", "interface",
     "log_directory", "job_extra_directives", "job_script_prologue", "worker_extra_args",
     "local_directory", "death_timeout", "resource_spec", "name", "job_directives_skip",
-    "scheduler_options", "shared_temp_directory",
+    "scheduler_options", "shared_temp_directory", "python",
 )
+# The YAML's (and dask-jobqueue's config) ``name`` is the batch job name; the
+# ``name`` keyword of the cluster classes is the cluster's, so it goes in as ``job_name``.
+_KEYWORD_FOR = {"name": "job_name"}
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +66,39 @@ def private_directory(base: str | os.PathLike | None = None, prefix: str = "snr-
 def load_jobqueue_config(kind: str, path: str | os.PathLike | None) -> dict:
     """Read the ``jobqueue.<kind>`` section of a dask-jobqueue YAML file.
 
-    Keys are returned with underscores (dask-jobqueue's keyword names).
+    Keys are returned as dask-jobqueue's keyword names: underscores, and
+    ``name`` (the batch job name) as ``job_name``.
     """
     if path is None:
         return {}
     text = Path(path).read_text()
-    section = (yaml.safe_load(text) or {}).get("jobqueue", {}).get(kind)
+    top = yaml.safe_load(text) or {}
+    jobqueue = top.get("jobqueue") if isinstance(top, dict) else None
+    section = jobqueue.get(kind) if isinstance(jobqueue, dict) else None
     if section is None:
         raise ValueError(
             f"jobqueue config {str(path)!r} has no 'jobqueue: {kind}:' section; "
             f"see deploy/jobqueue.yaml for an example"
         )
+    if not isinstance(section, dict):
+        raise ValueError(
+            f"jobqueue config {str(path)!r}: 'jobqueue.{kind}' must be a mapping of "
+            f"settings (cores: 8, memory: 32GB, ...); got {type(section).__name__}"
+        )
     out = {}
     for key, value in section.items():
-        name = key.replace("-", "_")
+        name = str(key).replace("-", "_")
         if name not in _JOBQUEUE_KEYS:
+            allowed = [k.replace("_", "-") for k in _JOBQUEUE_KEYS]
+            close = difflib.get_close_matches(str(key).replace("_", "-"), allowed, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
             raise ValueError(
                 f"jobqueue config {str(path)!r}: unknown key 'jobqueue.{kind}.{key}'; "
-                f"allowed: {', '.join(k.replace('_', '-') for k in _JOBQUEUE_KEYS)}"
+                f"{hint}allowed: {', '.join(allowed)}"
             )
         if value is not None:
-            out[name] = os.path.expandvars(value) if isinstance(value, str) else value
+            value = os.path.expandvars(value) if isinstance(value, str) else value
+            out[_KEYWORD_FOR.get(name, name)] = value
     return out
 
 
@@ -97,8 +115,16 @@ def make_jobqueue_cluster(
     Settings come from ``config_file`` (``jobqueue.<kind>`` section), then
     ``overrides`` (None values ignored). Unless ``insecure``, the scheduler
     and workers talk TLS with temporary certificates kept in a private
-    (mode 700) directory under ``tls_base`` (default: ``.snr-moe`` in the
-    current directory, which batch jobs on a shared file system can read).
+    (mode 700) directory under ``tls_base``, else the ``shared_temp_directory``
+    setting, else ``.snr-moe`` in the current directory (batch jobs must be
+    able to read it, so it belongs on a shared file system). ``get_client``
+    removes the directory when it closes the cluster; otherwise it goes when
+    the cluster object is garbage collected or Python exits.
+
+    Every dask-jobqueue keyword passes through ``overrides``, e.g.
+    ``python="/path/to/.venv/bin/python"`` when the compute nodes must run
+    another interpreter than the driver's ``sys.executable`` (the default), or
+    ``job_script_prologue=[...]``.
     """
     import dask_jobqueue
     from distributed.security import Security
@@ -123,13 +149,42 @@ def make_jobqueue_cluster(
             stacklevel=2,
         )
     else:
-        tls_dir = private_directory(tls_base or Path.cwd() / ".snr-moe", prefix="tls-")
+        base = tls_base or settings.get("shared_temp_directory") or Path.cwd() / ".snr-moe"
+        tls_dir = private_directory(os.path.expanduser(base), prefix="tls-")
         settings["shared_temp_directory"] = str(tls_dir)
         settings["security"] = Security.temporary()
     if "log_directory" in settings:
         Path(settings["log_directory"]).mkdir(parents=True, exist_ok=True)
     cls = dask_jobqueue.SLURMCluster if kind == "slurm" else dask_jobqueue.PBSCluster
-    return cls(**settings)
+    try:
+        cluster = cls(**settings)
+    except BaseException:
+        if not insecure:
+            shutil.rmtree(tls_dir, ignore_errors=True)
+        raise
+    if not insecure:
+        cluster._snr_moe_remove_tls = _remove_on_collect(cluster, tls_dir)
+    return cluster
+
+
+def _remove_on_collect(cluster, tls_dir: Path) -> weakref.finalize:
+    """Delete the certificate directory once ``cluster`` is gone (or when called).
+
+    dask-jobqueue keeps the worker certificate files open as NamedTemporaryFile
+    attributes of the cluster; closing them first deletes them in order.
+    """
+    inside = str(tls_dir) + os.sep
+    files = [f for f in vars(cluster).values()
+             if isinstance(getattr(f, "name", None), str) and f.name.startswith(inside)
+             and callable(getattr(f, "close", None))]
+    return weakref.finalize(cluster, _remove_tls_directory, str(tls_dir), files)
+
+
+def _remove_tls_directory(path: str, files: list) -> None:
+    for f in files:
+        with suppress(OSError):
+            f.close()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager
@@ -196,11 +251,12 @@ def get_client(
             )
             client = stack.enter_context(Client(local))
         elif kind in JOBQUEUE_KINDS:
-            jq = stack.enter_context(
-                make_jobqueue_cluster(
-                    kind, config_file=jobqueue_config, insecure=insecure, **jobqueue_overrides
-                )
+            jq = make_jobqueue_cluster(
+                kind, config_file=jobqueue_config, insecure=insecure, **jobqueue_overrides
             )
+            # Runs after the cluster is closed: its certificates are no longer needed.
+            stack.callback(getattr(jq, "_snr_moe_remove_tls", lambda: None))
+            stack.enter_context(jq)
             client = stack.enter_context(Client(jq))
             if adapt:
                 jq.adapt(minimum_jobs=adapt[0], maximum_jobs=adapt[1])

@@ -322,16 +322,41 @@ def render_coverage(metrics: Mapping[str, Any]) -> str:
         lines.append(f"- Coverage: {100.0 * float(coverage):.2f} % of the test set.")
     excluded = metrics.get("excluded")
     if isinstance(excluded, Mapping) and excluded:
-        parts = [f"{_format_excluded(v)} {k}" for k, v in excluded.items()]
-        lines.append(f"- Excluded spectra: {', '.join(parts)}.")
+        lines.extend(_render_excluded(excluded))
     return "\n".join(lines) if lines else "- Coverage was not recorded."
 
 
-def _format_excluded(value: Any) -> str:
+def _total(value: Any) -> int:
+    """A count, or the sum of a mapping of counts (per bin)."""
     if isinstance(value, Mapping):
-        inner = ", ".join(f"{k}: {format_count(v)}" for k, v in value.items())
-        return f"({inner})"
-    return format_count(value)
+        return sum(_total(v) for v in value.values())
+    return 0 if is_missing(value) else int(value)
+
+
+def _render_excluded(excluded: Mapping[str, Any]) -> list[str]:
+    lines = []
+    train = excluded.get("train")
+    if isinstance(train, Mapping):
+        reasons = {
+            "more bad pixels than allowed": train.get("excluded_bad"),
+            "missing target": train.get("excluded_label"),
+            "no SNR": train.get("excluded_no_snr"),
+        }
+        total = sum(_total(v) for v in reasons.values())
+        detail = ", ".join(f"{k}: {format_count(_total(v))}" for k, v in reasons.items())
+        lines.append(
+            f"- Training spectra excluded: {format_count(total)} ({detail}); bad pixels "
+            f"imputed in the spectra used: {format_count(_total(train.get('bad_pixels')))}."
+        )
+    test = excluded.get("test")
+    if isinstance(test, Mapping):
+        lines.append(
+            f"- Test spectra excluded from the metrics (missing target or too many bad pixels): "
+            f"{format_count(_total(test.get('excluded')))}; spectra without an SNR, served by "
+            f"the global model: {format_count(_total(test.get('no_snr_served_by_global')))}; "
+            f"bad pixels: {format_count(_total(test.get('bad_pixels')))}."
+        )
+    return lines
 
 
 def render_configuration(metrics: Mapping[str, Any]) -> str:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 # Import the package before distributed.utils_test, whose config reset would
 # otherwise drop our dask.config defaults.
-import snr_moe_dask  # noqa: F401, I001
+import snr_moe_dask  # noqa: F401
 
+# isort: split
 import os
 import warnings
 
 import dask
-import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client, LocalCluster
 
 from snr_moe_dask import generate_survey, survey_dataset
+
+# isort: split
+# One throw-away SLURM per session, shared by every module that asks for it.
+from slurm_fixture import testslurm  # noqa: F401
 
 warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")
 

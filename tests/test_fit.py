@@ -284,3 +284,17 @@ def test_bad_settings_fail_before_compute(kwargs, message):
 def test_oracle_routing_needs_snr():
     with pytest.raises(ValueError, match="oracle routing needs the true SNR"):
         SNRBinnedRidge().fit(np.zeros((3, 2)), np.zeros(3))
+
+
+def test_newer_model_format_is_refused(tmp_path):
+    import zarr
+
+    x, y, snr = make_arrays(6, 100, 4)
+    with dask.config.set(scheduler="sync"):
+        model = SNRBinnedRidge(min_spectra=1).fit(x, y, snr=snr)
+    path = model.save(tmp_path / "m.zarr")
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["format_version"] = 99
+    with pytest.raises(ValueError, match=r"model store '.*m.zarr' has format_version 99, but "
+                                         r"this snr_moe_dask reads versions up to 1; upgrade"):
+        load_model(path)

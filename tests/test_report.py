@@ -80,7 +80,16 @@ def make_metrics() -> dict:
         "bins": bins,
         "hypothesis": {"threshold": 0.02},
         "bootstrap": {"n_resamples": 1000, "seed": 0},
-        "excluded": {"train": 12, "test": 3},
+        "excluded": {
+            "train": {
+                "bad_pixels": {"X": 40, "L": 2},
+                "excluded_bad": {"X": 7, "L": 1},
+                "excluded_label": {"M": 4},
+                "excluded_no_snr": {"no_snr": 0},
+            },
+            "test": {"excluded": {"X": 3}, "no_snr_served_by_global": 0,
+                     "bad_pixels": {"X": 9}},
+        },
         "timings": {"fit": 762.0, "evaluate": 45.5, "report": 1.0},
         "config": {"model": {"alpha": 1e5}, "routing": {"type": "oracle"}, "cluster": "local"},
         "model": "out/model.zarr",
@@ -297,7 +306,11 @@ def test_sections_and_numbers(written):
     assert "100,000 held-out test spectra" in text
     assert "alpha = 100000 for every model" in text
     assert "Coverage: 100.00 %" in text
-    assert "Excluded spectra: 12 train, 3 test." in text
+    assert (
+        "Training spectra excluded: 12 (more bad pixels than allowed: 8, missing target: 4, "
+        "no SNR: 0); bad pixels imputed in the spectra used: 42." in text
+    )
+    assert "Test spectra excluded from the metrics (missing target or too many bad" in text
     assert "| fit | 762.0 | 12.70 |" in text
     assert "| **total** | **808.5** | **13.47** |" in text
     assert "```yaml" in text and "type: oracle" in text
@@ -312,7 +325,7 @@ def test_optional_keys_missing(tmp_path):
     text = render(metrics, tmp_path)
     assert "alpha = 30000" in text
     assert "Timings were not recorded." in text
-    assert "Excluded" not in text
+    assert "excluded" not in text.lower()
 
 
 def test_label_target():
