@@ -85,6 +85,8 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         Counts of excluded spectra and bad pixels per bin.
     snr_ : ndarray of shape (n_spectra,)
         Observed SNR of every training spectrum.
+    route_snr_ : ndarray of shape (n_spectra,)
+        The SNR that routed each training spectrum (the true SNR for oracle routing).
     n_features_in_ : int
     """
 
@@ -215,6 +217,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         total, _ = build_fit_graph(chunks, spec=spec, partitions=int(partitions))
         (acc,) = run_graph(total, label="fit: one pass over the spectra")
         snr_values = gather_snr(acc)
+        self.route_snr_ = gather_snr(acc, "route_snr")
         t_pass = time.perf_counter() - t0
         self._finish_fit(acc, settings)
         self.snr_ = snr_values
@@ -258,7 +261,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
                 src["n"][k],
                 src["mean_x"][k],
                 src["mean_y"][k],
-                stats.full_gram(src["sxx"][k]),
+                stats.gram_upper(src["sxx"][k]),
                 src["sxy"][k],
                 settings["alphas"][e],
                 standardize=settings["standardize"],
@@ -383,8 +386,11 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the model to a Zarr store atomically (temporary path, then rename)."""
         ds = self.to_dataset()
-        hist_edges = np.linspace(0.0, max(12.0, float(np.nanmax(self.snr_, initial=0)) + 0.5), 121)
-        counts, _ = np.histogram(self.snr_[np.isfinite(self.snr_)], bins=hist_edges)
+        # The histogram of the SNR that routed the training spectra, for the report.
+        snr = getattr(self, "route_snr_", self.snr_)
+        snr = snr[np.isfinite(snr)]
+        hist_edges = np.linspace(0.0, max(12.0, float(snr.max(initial=0)) + 0.5), 121)
+        counts, _ = np.histogram(snr, bins=hist_edges)
         ds["train_snr_hist"] = (("snr_hist_bin",), counts.astype(np.int64))
         ds["train_snr_edges"] = (("snr_hist_edge",), hist_edges)
         with atomic_path(path, overwrite=overwrite) as tmp:

@@ -56,6 +56,8 @@ def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, spec: ReduceSpe
         precision=spec.precision,
     )
     acc.setdefault("snr", {})[index] = snr
+    if spec.routing != "observed":
+        acc.setdefault("route_snr", {})[index] = route
     return acc
 
 
@@ -66,11 +68,14 @@ def fold_rows(acc, index: int, rows: StoreRows, spec: ReduceSpec):
                        spec)
 
 
+_PER_CHUNK = ("snr", "route_snr")
+
+
 def merge_partials(a: dict, b: dict) -> dict:
-    """Merge accumulator ``b`` into ``a``, with the SNR of both (graph task)."""
-    snr = {**a.pop("snr", {}), **b.get("snr", {})}
+    """Merge accumulator ``b`` into ``a``, with the per-chunk SNRs of both (graph task)."""
+    per_chunk = {key: {**a.pop(key, {}), **b.get(key, {})} for key in _PER_CHUNK}
     a = stats.merge_stats(a, b)
-    a["snr"] = snr
+    a.update((k, v) for k, v in per_chunk.items() if v)
     return a
 
 
@@ -154,7 +159,8 @@ def merge_tree(partials: list, token: str):
     return level[0]
 
 
-def gather_snr(acc: dict) -> np.ndarray:
-    """The observed SNR of every spectrum, in order, from a merged accumulator."""
-    parts = acc.get("snr", {})
+def gather_snr(acc: dict, key: str = "snr") -> np.ndarray:
+    """The observed (``"snr"``) or routing (``"route_snr"``) SNR of every spectrum, in
+    order, from a merged accumulator."""
+    parts = acc.get(key) or acc.get("snr", {})
     return np.concatenate([parts[i] for i in sorted(parts)]) if parts else np.zeros(0)

@@ -18,7 +18,7 @@ SOLVERS = ("cholesky", "eigh")
 
 
 def _solve_cholesky(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    factor = scipy.linalg.cho_factor(a, lower=False, overwrite_a=False, check_finite=False)
+    factor = scipy.linalg.cho_factor(a, lower=False, overwrite_a=True, check_finite=False)
     return scipy.linalg.cho_solve(factor, b, check_finite=False)
 
 
@@ -32,7 +32,7 @@ def _solve_eigh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     matrix formed in floating point carries round-off of about n_pixels x eps
     of its largest eigenvalue, so smaller ones are noise.
     """
-    w, v = scipy.linalg.eigh(a, check_finite=False)
+    w, v = scipy.linalg.eigh(a, lower=False, check_finite=False)
     keep = w > max(w.max(initial=0.0), 0.0) * _EIGH_RCOND
     return v[:, keep] @ ((v[:, keep].T @ b) / w[keep, None])
 
@@ -56,7 +56,9 @@ def solve_ridge(
     mean_x : ndarray of shape (n_pixels,)
     mean_y : ndarray of shape (n_targets,)
     sxx : ndarray of shape (n_pixels, n_pixels)
-        Full symmetric centred X^T X.
+        Centred X^T X; only its upper triangle is read (pass a
+        Fortran-ordered array, as :func:`snr_moe_dask.stats.gram_upper`
+        returns, to avoid a copy).
     sxy : ndarray of shape (n_pixels, n_targets)
     alpha : float
         Non-negative penalty on the coefficients (not on the intercept).
@@ -78,12 +80,14 @@ def solve_ridge(
     if standardize:
         std = np.sqrt(np.clip(np.diag(sxx), 0, None) / n)
         scale = np.where(std > 0, std, 1.0)
-    a = sxx / np.outer(scale, scale) if standardize else sxx.copy()
+    a = np.array(sxx, dtype=np.float64, order="F")
+    if standardize:
+        a /= np.outer(scale, scale)
     a[np.diag_indices_from(a)] += alpha
     b = sxy / scale[:, None]
     info = {"solver": "cholesky", "reason": ""}
     try:
-        coef = _solve_cholesky(a, b)
+        coef = _solve_cholesky(a.copy(order="F"), b)
     except np.linalg.LinAlgError as exc:
         info = {"solver": "eigh", "reason": f"not positive definite ({exc})"}
         coef = _solve_eigh(a, b)

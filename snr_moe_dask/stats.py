@@ -63,6 +63,11 @@ def _triangle(m: np.ndarray) -> np.ndarray:
     return m.T
 
 
+def gram_upper(sxx: np.ndarray) -> np.ndarray:
+    """A Fortran-ordered view of ``sxx`` whose upper triangle holds the Gram matrix."""
+    return _triangle(sxx)
+
+
 def full_gram(sxx: np.ndarray) -> np.ndarray:
     """Return the full symmetric matrix from one kept triangle, shape (n_pixels, n_pixels)."""
     upper = np.triu(_triangle(sxx))
