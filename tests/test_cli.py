@@ -112,3 +112,14 @@ def test_config_errors_name_the_key(tmp_path, capsys, change, message):
     import re
 
     assert re.search(message, err), err
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "oracle_snr_moe.yaml"])
+def test_shipped_configs_are_valid(name):
+    from pathlib import Path
+
+    from snr_moe_dask.experiment import load_experiment
+
+    exp = load_experiment(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert exp["model"]["alpha"] == 100000 and exp["routing"]["type"] == "oracle"
+    assert exp["bins"]["edges"] == [2, 4, 7]
