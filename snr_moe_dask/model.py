@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -215,71 +216,30 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             n_pixels, wavelength = arrays["flux"].shape[1], arrays.get("wavelength")
         partitions = self.partitions or get_setting("fit.partitions") or _default_partitions()
         total, _ = build_fit_graph(chunks, spec=spec, partitions=int(partitions))
-        (acc,) = run_graph(total, label="fit: one pass over the spectra")
-        snr_values = gather_snr(acc)
-        self.route_snr_ = gather_snr(acc, "route_snr")
-        t_pass = time.perf_counter() - t0
-        self._finish_fit(acc, settings)
+        solved = dask.delayed(solve_experts, pure=True)(total, settings)
+        (solved,) = run_graph(solved, label="fit: one pass over the spectra, then the solve")
+        snr_values = solved["snr"]
+        self.route_snr_ = solved["route_snr"]
+        elapsed = time.perf_counter() - t0
+        self._finish_fit(solved, settings)
         self.snr_ = snr_values
         self.n_features_in_ = int(n_pixels)
         self.wavelength_ = wavelength
         self.targets_ = settings["targets"]
         self.train_store_ = str(source)
         self.train_fingerprint_ = store_fingerprint(source) if source else ""
-        self.timings_ = {"pass": t_pass, "solve": time.perf_counter() - t0 - t_pass}
+        self.timings_ = {"pass": elapsed - solved["seconds"], "solve": solved["seconds"],
+                         "total": time.perf_counter() - t0}
         return self
 
-    def _finish_fit(self, acc: dict, settings: dict) -> None:
-        """Solve the global model and each expert from the merged statistics."""
-        names = settings["names"]
-        experts = [GLOBAL, *names]
-        total = stats.total_stats(acc)
-        per_expert = [(total, 0)] + [(acc, k) for k in range(len(names))]
-        n_pixels = acc["mean_x"].shape[1]
-        n_targets = acc["mean_y"].shape[1]
-        coef = np.zeros((len(experts), n_pixels, n_targets))
-        intercept = np.zeros((len(experts), n_targets))
-        mean_x = np.zeros((len(experts), n_pixels))
-        n_train = np.array([total["n"][0], *acc["n"]])
-        fallback, solver = {}, {}
-        if n_train[0] < 1:
-            raise ValueError(
-                "no training spectrum is usable: every spectrum was excluded "
-                f"({_excluded_summary(acc, names)}); check the store's target and "
-                "error values, or raise --max-bad-fraction"
-            )
-        for e, (src, k) in enumerate(per_expert):
-            name = experts[e]
-            if e > 0 and n_train[e] < max(settings["min_spectra"], 1):
-                fallback[name] = (
-                    f"{int(n_train[e])} training spectra < min_spectra "
-                    f"{settings['min_spectra']}; served by the global model"
-                )
-                coef[e], intercept[e], mean_x[e] = coef[0], intercept[0], mean_x[0]
-                continue
-            coef[e], intercept[e], info = solve_ridge(
-                src["n"][k],
-                src["mean_x"][k],
-                src["mean_y"][k],
-                stats.gram_upper(src["sxx"][k]),
-                src["sxy"][k],
-                settings["alphas"][e],
-                standardize=settings["standardize"],
-            )
-            mean_x[e] = src["mean_x"][k]
-            solver[name] = info
-        self.coef_, self.intercept_, self.mean_x_ = coef, intercept, mean_x
-        self.experts_ = experts
-        self.n_train_ = n_train.astype(np.int64)
+    def _finish_fit(self, solved: dict, settings: dict) -> None:
+        """Set the fitted attributes from :func:`solve_experts`' result."""
+        for key in ("coef", "intercept", "mean_x", "experts", "n_train", "fallback", "solver",
+                    "excluded"):
+            setattr(self, f"{key}_", solved[key])
         self.alpha_ = settings["alphas"]
-        self.fallback_ = fallback
-        self.solver_ = solver
-        self.excluded_ = {
-            key: dict(zip([*names, "no_snr"], acc[key].tolist()))
-            for key in ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
-        }
         self.bin_edges_ = settings["edges"]
-        self.bin_names_ = names
+        self.bin_names_ = settings["names"]
         self.routing_ = settings["routing"]
         self.precision_ = settings["precision"]
         self.standardize_ = settings["standardize"]
@@ -396,6 +356,75 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         with atomic_path(path, overwrite=overwrite) as tmp:
             ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
         return Path(path)
+
+
+def solve_experts(acc: dict, settings: dict) -> dict:
+    """Solve the global model and each expert from the merged statistics (graph task).
+
+    It runs on the worker that holds the merged accumulator, so only the
+    coefficients and the SNRs travel to the client.
+
+    Returns
+    -------
+    dict
+        ``coef``, ``intercept``, ``mean_x``, ``experts``, ``n_train``,
+        ``fallback``, ``solver``, ``excluded``, ``snr``, ``route_snr`` and
+        ``seconds`` (time spent solving).
+    """
+    t0 = time.perf_counter()
+    names = settings["names"]
+    experts = [GLOBAL, *names]
+    total = stats.total_stats(acc)
+    per_expert = [(total, 0)] + [(acc, k) for k in range(len(names))]
+    n_pixels = acc["mean_x"].shape[1]
+    n_targets = acc["mean_y"].shape[1]
+    coef = np.zeros((len(experts), n_pixels, n_targets))
+    intercept = np.zeros((len(experts), n_targets))
+    mean_x = np.zeros((len(experts), n_pixels))
+    n_train = np.array([total["n"][0], *acc["n"]])
+    fallback, solver = {}, {}
+    if n_train[0] < 1:
+        raise ValueError(
+            "no training spectrum is usable: every spectrum was excluded "
+            f"({_excluded_summary(acc, names)}); check the store's target and "
+            "error values, or raise --max-bad-fraction"
+        )
+    for e, (src, k) in enumerate(per_expert):
+        name = experts[e]
+        if e > 0 and n_train[e] < max(settings["min_spectra"], 1):
+            fallback[name] = (
+                f"{int(n_train[e])} training spectra < min_spectra "
+                f"{settings['min_spectra']}; served by the global model"
+            )
+            coef[e], intercept[e], mean_x[e] = coef[0], intercept[0], mean_x[0]
+            continue
+        coef[e], intercept[e], info = solve_ridge(
+            src["n"][k],
+            src["mean_x"][k],
+            src["mean_y"][k],
+            stats.gram_upper(src["sxx"][k]),
+            src["sxy"][k],
+            settings["alphas"][e],
+            standardize=settings["standardize"],
+        )
+        mean_x[e] = src["mean_x"][k]
+        solver[name] = info
+    return {
+        "coef": coef,
+        "intercept": intercept,
+        "mean_x": mean_x,
+        "experts": experts,
+        "n_train": n_train.astype(np.int64),
+        "fallback": fallback,
+        "solver": solver,
+        "excluded": {
+            key: dict(zip([*names, "no_snr"], acc[key].tolist()))
+            for key in ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
+        },
+        "snr": gather_snr(acc),
+        "route_snr": gather_snr(acc, "route_snr"),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
