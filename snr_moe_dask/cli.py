@@ -41,25 +41,49 @@ def _alpha(text: str):
 
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster")
-    g.add_argument("--cluster", default=None,
-                   help="local (default), slurm, pbs, or a scheduler address tcp://HOST:PORT")
+    g.add_argument(
+        "--cluster",
+        default=None,
+        help="local (default), slurm, pbs, or a scheduler address tcp://HOST:PORT",
+    )
     g.add_argument("--scheduler-file", default=None, help="connect through a scheduler file")
     g.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
     g.add_argument("--threads-per-worker", type=int, default=None)
     g.add_argument("--memory-limit", default=None, help="per LocalCluster worker, e.g. 4GB")
     g.add_argument("--jobs", type=int, default=None, help="SLURM/PBS worker jobs to submit")
-    g.add_argument("--adapt", type=_floats, default=None, metavar="MIN,MAX",
-                   help="SLURM/PBS adaptive scaling between MIN and MAX jobs")
-    g.add_argument("--jobqueue-config", default=None,
-                   help="dask-jobqueue YAML (see deploy/jobqueue.yaml)")
-    for flag in ("cores", "memory", "walltime", "queue", "account", "processes",
-                 "log-directory", "interface"):
+    g.add_argument(
+        "--adapt",
+        type=_floats,
+        default=None,
+        metavar="MIN,MAX",
+        help="SLURM/PBS adaptive scaling between MIN and MAX jobs",
+    )
+    g.add_argument(
+        "--jobqueue-config", default=None, help="dask-jobqueue YAML (see deploy/jobqueue.yaml)"
+    )
+    for flag in (
+        "cores",
+        "memory",
+        "walltime",
+        "queue",
+        "account",
+        "processes",
+        "log-directory",
+        "interface",
+    ):
         g.add_argument(f"--{flag}", default=None, help=f"SLURM/PBS worker job {flag}")
-    g.add_argument("--insecure", action="store_true",
-                   help="SLURM/PBS: plain TCP instead of TLS (any local user could connect)")
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="SLURM/PBS: plain TCP instead of TLS (any local user could connect)",
+    )
     g.add_argument("--quiet", action="store_true", help="no dashboard link or progress bars")
-    g.add_argument("--performance-report", default=None, metavar="FILE.html",
-                   help="save Dask's performance report for the run")
+    g.add_argument(
+        "--performance-report",
+        default=None,
+        metavar="FILE.html",
+        help="save Dask's performance report for the run",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,8 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_fit_args(f: argparse.ArgumentParser) -> None:
-    f.add_argument("--alpha", type=_alpha, default=None,
-                   help="ridge penalty, or per expert: global=1e5,X=1e6,...")
+    f.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=None,
+        help="ridge penalty, or per expert: global=1e5,X=1e6,...",
+    )
     f.add_argument("--bins", type=_floats, default=None, help="SNR bin edges, e.g. 2,4,7")
     f.add_argument("--bin-names", type=_names, default=None, help="e.g. X,L,M,H")
     f.add_argument("--routing", choices=("oracle", "observed"), default=None)
@@ -132,8 +160,16 @@ def _cluster_kwargs(args) -> dict:
         "insecure": args.insecure,
         "quiet": args.quiet or None,
     }
-    for flag in ("cores", "memory", "walltime", "queue", "account", "processes",
-                 "log_directory", "interface"):
+    for flag in (
+        "cores",
+        "memory",
+        "walltime",
+        "queue",
+        "account",
+        "processes",
+        "log_directory",
+        "interface",
+    ):
         value = getattr(args, flag)
         if value is not None and flag in ("cores", "processes"):
             value = int(value)
@@ -173,9 +209,16 @@ def cmd_generate(args) -> int:
     check_output(args.out, args.overwrite)
     t0 = time.perf_counter()
     with _session(args):
-        generate_survey(args.out, args.n, seed=args.seed, noise_level=args.noise_level,
-                        pixels=args.pixels, chunk_size=args.chunk_size, codec=args.codec,
-                        overwrite=args.overwrite)
+        generate_survey(
+            args.out,
+            args.n,
+            seed=args.seed,
+            noise_level=args.noise_level,
+            pixels=args.pixels,
+            chunk_size=args.chunk_size,
+            codec=args.codec,
+            overwrite=args.overwrite,
+        )
     _say(args, f"wrote {args.n:,} spectra to {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -239,9 +282,16 @@ def cmd_evaluate(args) -> int:
 
     check_output(args.out, args.overwrite)
     with _session(args):
-        result = evaluate_model(args.model, args.test, args.out, routing=args.routing,
-                                target=args.target, bootstrap=args.bootstrap, seed=args.seed,
-                                overwrite=args.overwrite)
+        result = evaluate_model(
+            args.model,
+            args.test,
+            args.out,
+            routing=args.routing,
+            target=args.target,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
     _say(args, _evaluate_summary(result, args.out))
     return 0
 
@@ -278,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "bins", None) is not None or getattr(args, "bin_names", None) is not None:
             from .config import get_setting
 
-            check_bins(get_setting("bins.edges", args.bins),
-                       get_setting("bins.names", args.bin_names))
+            check_bins(
+                get_setting("bins.edges", args.bins), get_setting("bins.names", args.bin_names)
+            )
         return COMMANDS[args.command](args)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, PermissionError) as exc:
         print(f"snr-moe {args.command}: error: {exc}", file=sys.stderr)

@@ -66,8 +66,10 @@ def _block_tasks(model, arrays: dict, routing: str, target_index: int):
         return list(arr.to_delayed().ravel())
 
     y = arrays.get("y")
-    y_blocks = [None] * len(rows) if y is None else list(
-        y[:, target_index].rechunk((rows,)).to_delayed().ravel()
+    y_blocks = (
+        [None] * len(rows)
+        if y is None
+        else list(y[:, target_index].rechunk((rows,)).to_delayed().ravel())
     )
     token = tokenize(flux, routing, target_index, model.coef_)
     tasks = [
@@ -104,8 +106,10 @@ def prediction_arrays(model, arrays: dict, routing: str, target_index: int = 0) 
         for name, dtype in _PRED_VARS.items()
     }
     out["y_moe_all"] = da.concatenate(
-        [da.from_delayed(t["y_moe_all"], shape=(m, n_targets), dtype=np.float64)
-         for t, m in zip(tasks, rows)]
+        [
+            da.from_delayed(t["y_moe_all"], shape=(m, n_targets), dtype=np.float64)
+            for t, m in zip(tasks, rows)
+        ]
     )
     out["_tasks"] = tasks
     return out
@@ -115,8 +119,16 @@ def _slots(block: dict, n_bins: int) -> np.ndarray:
     return np.where(block["used"], np.where(block["bin"] < 0, n_bins, block["bin"]), -1)
 
 
-def _chunk_summary(block: dict, n_bins: int, counts: np.ndarray | None, chunk: int, seed: int,
-                   true_edges, pred_edges, snr_edges) -> dict:
+def _chunk_summary(
+    block: dict,
+    n_bins: int,
+    counts: np.ndarray | None,
+    chunk: int,
+    seed: int,
+    true_edges,
+    pred_edges,
+    snr_edges,
+) -> dict:
     """Everything the client needs from one evaluated chunk (graph task)."""
     slots = _slots(block, n_bins)
     y, yg, ym = block["y_true"], block["y_global"], block["y_moe"]
@@ -128,7 +140,8 @@ def _chunk_summary(block: dict, n_bins: int, counts: np.ndarray | None, chunk: i
         ),
         "bad_pixels": np.bincount(
             np.where(block["bin"] < 0, n_bins, block["bin"]),
-            weights=block["bad_pixels"], minlength=n_bins + 1,
+            weights=block["bad_pixels"],
+            minlength=n_bins + 1,
         ).astype(np.int64),
         "snr_hist": np.histogram(
             np.clip(block["snr"][np.isfinite(block["snr"])], snr_edges[0], snr_edges[-1]),
@@ -140,8 +153,9 @@ def _chunk_summary(block: dict, n_bins: int, counts: np.ndarray | None, chunk: i
             y, pred, block["snr"], keep, true_edges, pred_edges
         )
     if counts is not None:
-        out["boot"] = M.bootstrap_sums(counts, y, yg, ym, slots, n_bins + 1, seed=seed,
-                                       chunk_index=chunk)
+        out["boot"] = M.bootstrap_sums(
+            counts, y, yg, ym, slots, n_bins + 1, seed=seed, chunk_index=chunk
+        )
     return out
 
 
@@ -191,8 +205,9 @@ def evaluate_model(
         return evaluate_into(model, ds, tmp, test_name=test_name, **settings)
 
 
-def prepare_evaluation(model, test, *, routing=None, target=None, bootstrap=None, seed=None,
-                       report=True, extra=None):
+def prepare_evaluation(
+    model, test, *, routing=None, target=None, bootstrap=None, seed=None, report=True, extra=None
+):
     """Resolve settings, load the model and open and check the test store (no compute)."""
     if not isinstance(model, SNRBinnedRidge):
         model = load_model(model)
@@ -267,15 +282,22 @@ def evaluate_into(
         "error": ds["error"].data,
         "mask": ds["mask"].data if "mask" in ds else None,
         "snr": ds["snr"].data if "snr" in ds else None,
-        "y": da.stack([ds[t].data if t in ds else da.full(ds.sizes[SPECTRUM], np.nan,
-                                                          chunks=ds["flux"].data.chunks[0])
-                       for t in model.targets_], axis=1),
+        "y": da.stack(
+            [
+                ds[t].data
+                if t in ds
+                else da.full(ds.sizes[SPECTRUM], np.nan, chunks=ds["flux"].data.chunks[0])
+                for t in model.targets_
+            ],
+            axis=1,
+        ),
     }
     preds = prediction_arrays(model, arrays, routing, target_index)
     tasks, rows = preds.pop("_tasks"), arrays["flux"].chunks[0]
     n_bins = len(model.bin_names_)
-    y_lo, y_hi = (float(v) for v in dask.compute(da.nanmin(ds[target].data),
-                                                 da.nanmax(ds[target].data)))
+    y_lo, y_hi = (
+        float(v) for v in dask.compute(da.nanmin(ds[target].data), da.nanmax(ds[target].data))
+    )
     pad = 0.15 * (y_hi - y_lo) or 1.0
     n_hist = int(get_setting("evaluate.hist-bins"))
     true_edges = np.linspace(y_lo, y_hi, n_hist + 1)
@@ -285,22 +307,38 @@ def evaluate_into(
     token = tokenize(tasks, bootstrap, seed)
     summaries = [
         dask.delayed(_chunk_summary, pure=True)(
-            t, n_bins, None if counts is None else counts[:, i], i, seed,
-            true_edges, pred_edges, snr_edges, dask_key_name=f"summary-{token}-{i}",
+            t,
+            n_bins,
+            None if counts is None else counts[:, i],
+            i,
+            seed,
+            true_edges,
+            pred_edges,
+            snr_edges,
+            dask_key_name=f"summary-{token}-{i}",
         )
         for i, t in enumerate(tasks)
     ]
     total = _tree(summaries, _merge_summaries, f"merge-summary-{token}")
     pred_ds = xr.Dataset({k: ((SPECTRUM,), preds[k]) for k in _PRED_VARS})
-    pred_ds.attrs.update(target=target, routing=routing, model=str(getattr(model, "path_", "")),
-                         test_store=str(test_name))
-    store = pred_ds.to_zarr(directory / "predictions.zarr", mode="w", zarr_format=3,
-                            consolidated=False, compute=False)
+    pred_ds.attrs.update(
+        target=target,
+        routing=routing,
+        model=str(getattr(model, "path_", "")),
+        test_store=str(test_name),
+    )
+    store = pred_ds.to_zarr(
+        directory / "predictions.zarr", mode="w", zarr_format=3, consolidated=False, compute=False
+    )
     _, summary = run_graph(store, total, label="evaluate: predictions and metrics")
-    result = summarize(model, summary, routing=routing, target=target,
-                       n_resamples=bootstrap, seed=seed)
-    result.update(test_store=str(test_name), model=str(getattr(model, "path_", "")),
-                  train_store=model.train_store_)
+    result = summarize(
+        model, summary, routing=routing, target=target, n_resamples=bootstrap, seed=seed
+    )
+    result.update(
+        test_store=str(test_name),
+        model=str(getattr(model, "path_", "")),
+        train_store=model.train_store_,
+    )
     extra = dict(extra or {})
     timings = {**extra.pop("timings", {}), "evaluate": time.perf_counter() - t0}
     result.update(extra)
@@ -313,8 +351,10 @@ def evaluate_into(
             "pred_hist": {
                 "true_edges": true_edges,
                 "pred_edges": pred_edges,
-                **{k: summary[k] for k in ("count_global", "count_moe", "snr_sum_global",
-                                             "snr_sum_moe")},
+                **{
+                    k: summary[k]
+                    for k in ("count_global", "count_moe", "snr_sum_global", "snr_sum_moe")
+                },
             },
             "snr_hist": {
                 "edges": snr_edges,
@@ -350,8 +390,9 @@ def check_compatible(model: SNRBinnedRidge, ds: xr.Dataset, test_name: str) -> N
         )
 
 
-def summarize(model, summary: dict, *, routing: str, target: str, n_resamples: int,
-              seed: int) -> dict:
+def summarize(
+    model, summary: dict, *, routing: str, target: str, n_resamples: int, seed: int
+) -> dict:
     """Turn the merged chunk summaries into the metrics.json structure."""
     names = list(model.bin_names_)
     n_bins = len(names)
@@ -374,23 +415,25 @@ def summarize(model, summary: dict, *, routing: str, target: str, n_resamples: i
         fallback = name in model.fallback_
         if not fallback:
             n_served_by_expert += m["n"]
-        bins.append({
-            "name": name,
-            "snr_low": lo,
-            "snr_high": hi,
-            "n_train": int(model.n_train_[k + 1]),
-            "n_test": m["n"],
-            "r2_expert": m["r2_moe"],
-            "r2_global": m["r2_global"],
-            "delta_r2": m["r2_moe"] - m["r2_global"],
-            "mae_expert": m["mae_moe"],
-            "mae_global": m["mae_global"],
-            "rmse_expert": m["rmse_moe"],
-            "rmse_global": m["rmse_global"],
-            "fallback": fallback,
-            "fallback_reason": model.fallback_.get(name, ""),
-            "delta_r2_ci95": ci.get(name, [float("nan")] * 2),
-        })
+        bins.append(
+            {
+                "name": name,
+                "snr_low": lo,
+                "snr_high": hi,
+                "n_train": int(model.n_train_[k + 1]),
+                "n_test": m["n"],
+                "r2_expert": m["r2_moe"],
+                "r2_global": m["r2_global"],
+                "delta_r2": m["r2_moe"] - m["r2_global"],
+                "mae_expert": m["mae_moe"],
+                "mae_global": m["mae_global"],
+                "rmse_expert": m["rmse_moe"],
+                "rmse_global": m["rmse_global"],
+                "fallback": fallback,
+                "fallback_reason": model.fallback_.get(name, ""),
+                "delta_r2_ci95": ci.get(name, [float("nan")] * 2),
+            }
+        )
     n_no_bin = int(sums["n"][n_bins])
     alpha = {e: float(a) for e, a in zip(model.experts_, model.alpha_)}
     return {

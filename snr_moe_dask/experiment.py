@@ -125,8 +125,9 @@ def validate_experiment(raw: dict, source: str) -> dict:
             raise ConfigError(f"{source}: data.{key}: must be >= 1, got {data[key]}")
     if "bins" in raw:
         try:
-            check_bins(exp["bins"].get("edges", [2, 4, 7]),
-                       exp["bins"].get("names", ["X", "L", "M", "H"]))
+            check_bins(
+                exp["bins"].get("edges", [2, 4, 7]), exp["bins"].get("names", ["X", "L", "M", "H"])
+            )
         except ValueError as exc:
             raise ConfigError(f"{source}: bins: {exc}") from exc
     exp["source"] = source
@@ -174,14 +175,21 @@ def _ensure_store(path: str, n: int, seed: int, data: dict, quiet: bool) -> dict
             )
         return {"generated": False, "seconds": 0.0}
     t0 = time.perf_counter()
-    generate_survey(path, n, seed=seed, noise_level=data.get("noise_level"),
-                    pixels=data.get("feature_dim"), chunk_size=data.get("chunk_size"),
-                    codec=data.get("codec"))
+    generate_survey(
+        path,
+        n,
+        seed=seed,
+        noise_level=data.get("noise_level"),
+        pixels=data.get("feature_dim"),
+        chunk_size=data.get("chunk_size"),
+        codec=data.get("codec"),
+    )
     return {"generated": True, "seconds": time.perf_counter() - t0}
 
 
-def run_experiment(exp: dict, out: str | os.PathLike, *, overwrite: bool = False,
-                   quiet: bool = False) -> dict:
+def run_experiment(
+    exp: dict, out: str | os.PathLike, *, overwrite: bool = False, quiet: bool = False
+) -> dict:
     """Generate missing stores, fit, evaluate and write the report into ``out``.
 
     ``out`` receives ``model.zarr``, ``predictions.zarr``, ``metrics.json``,
@@ -199,8 +207,9 @@ def run_experiment(exp: dict, out: str | os.PathLike, *, overwrite: bool = False
     seed = data.get("seed", 42)
     timings = {}
     gen_train = _ensure_store(data["train_store"], data["train_size"], seed, data, quiet)
-    gen_test = _ensure_store(data["test_store"], data["test_size"],
-                             data.get("test_seed", seed + 1), data, quiet)
+    gen_test = _ensure_store(
+        data["test_store"], data["test_size"], data.get("test_seed", seed + 1), data, quiet
+    )
     timings["generate"] = gen_train["seconds"] + gen_test["seconds"]
     require = settings["targets"] + (["snr"] if settings["routing"] == "oracle" else [])
     open_spectra(data["train_store"], require=require)
@@ -221,7 +230,9 @@ def run_experiment(exp: dict, out: str | os.PathLike, *, overwrite: bool = False
         model.path_ = str(Path(out) / "model.zarr")
         evaluate = exp["evaluate"]
         model, ds, test_name, eval_settings = prepare_evaluation(
-            model, data["test_store"], bootstrap=evaluate.get("bootstrap"),
+            model,
+            data["test_store"],
+            bootstrap=evaluate.get("bootstrap"),
             seed=evaluate.get("seed"),
             extra={"timings": timings, "config": _public(exp), "experiment": exp["name"]},
         )

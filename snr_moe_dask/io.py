@@ -107,8 +107,7 @@ def validate_spectra(ds: xr.Dataset, name: str, *, require: Iterable[str] = ()) 
         expected = _expected_dims(str(var))
         if expected is not None and ds[var].dims != expected:
             raise StoreError(
-                f"variable {var!r} in store {name!r} has dims {ds[var].dims}; "
-                f"expected {expected}"
+                f"variable {var!r} in store {name!r} has dims {ds[var].dims}; expected {expected}"
             )
     for var in SPECTRAL_VARS:
         if ds[var].dtype not in (np.float32, np.float64):

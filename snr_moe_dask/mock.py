@@ -258,9 +258,10 @@ def noiseless_flux(tpl: Templates, logg, teff, mh, mag, airmass) -> np.ndarray:
     weights = np.column_stack([strengths[k] for k in names])
     profiles = np.stack([tpl.named[k] for k in names])
     tau = weights @ profiles + metal_strengths(tpl, logg, teff, mh) @ tpl.metal
-    telluric = np.asarray(airmass, dtype=float)[:, None] * (
-        0.5 * tpl.named["o2"] + 0.15 * tpl.named["h2o"]
-    )[None, :]
+    telluric = (
+        np.asarray(airmass, dtype=float)[:, None]
+        * (0.5 * tpl.named["o2"] + 0.15 * tpl.named["h2o"])[None, :]
+    )
     scale = 10.0 ** (-0.4 * (np.asarray(mag, dtype=float) - _MAG_REF))
     return scale[:, None] * continuum * np.exp(-(tau + telluric))
 

@@ -25,7 +25,6 @@ from .cluster import run_graph
 from .config import get_setting
 from .io import (
     EXPERT,
-    SPECTRUM,
     TARGET,
     WAVELENGTH,
     atomic_path,
@@ -200,8 +199,11 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             source = str(X)
             ds = open_spectra(source, require=_required_vars(settings))
             chunks = store_chunks(
-                source, store_row_chunks(ds), settings["targets"],
-                with_snr=settings["routing"] == "oracle", with_mask="mask" in ds,
+                source,
+                store_row_chunks(ds),
+                settings["targets"],
+                with_snr=settings["routing"] == "oracle",
+                with_mask="mask" in ds,
             )
             n_pixels, wavelength = ds.sizes[WAVELENGTH], ds[WAVELENGTH].values
         else:
@@ -211,8 +213,9 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             else:
                 arrays = _arrays_from_input(X, y, snr, error, mask, settings)
                 source = ""
-            chunks = array_chunks(arrays["flux"], arrays["error"], arrays["y"],
-                                  arrays.get("snr"), arrays.get("mask"))
+            chunks = array_chunks(
+                arrays["flux"], arrays["error"], arrays["y"], arrays.get("snr"), arrays.get("mask")
+            )
             n_pixels, wavelength = arrays["flux"].shape[1], arrays.get("wavelength")
         partitions = self.partitions or get_setting("fit.partitions") or _default_partitions()
         total, _ = build_fit_graph(chunks, spec=spec, partitions=int(partitions))
@@ -228,14 +231,25 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         self.targets_ = settings["targets"]
         self.train_store_ = str(source)
         self.train_fingerprint_ = store_fingerprint(source) if source else ""
-        self.timings_ = {"pass": elapsed - solved["seconds"], "solve": solved["seconds"],
-                         "total": time.perf_counter() - t0}
+        self.timings_ = {
+            "pass": elapsed - solved["seconds"],
+            "solve": solved["seconds"],
+            "total": time.perf_counter() - t0,
+        }
         return self
 
     def _finish_fit(self, solved: dict, settings: dict) -> None:
         """Set the fitted attributes from :func:`solve_experts`' result."""
-        for key in ("coef", "intercept", "mean_x", "experts", "n_train", "fallback", "solver",
-                    "excluded"):
+        for key in (
+            "coef",
+            "intercept",
+            "mean_x",
+            "experts",
+            "n_train",
+            "fallback",
+            "solver",
+            "excluded",
+        ):
             setattr(self, f"{key}_", solved[key])
         self.alpha_ = settings["alphas"]
         self.bin_edges_ = settings["edges"]
@@ -511,7 +525,10 @@ def _arrays_from_dataset(ds: xr.Dataset, settings: dict, need_targets: bool = Tr
 
 
 def _as_dask(a) -> da.Array:
-    return a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=(2048,) + a.shape[1:])
+    if isinstance(a, da.Array):
+        return a
+    a = np.asarray(a)
+    return da.from_array(a, chunks=(2048,) + a.shape[1:])
 
 
 def _arrays_from_input(X, y, snr, error, mask, settings) -> dict:

@@ -64,8 +64,7 @@ def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, spec: ReduceSpe
 def fold_rows(acc, index: int, rows: StoreRows, spec: ReduceSpec):
     """Read a chunk from its store and fold it into ``acc`` (graph task)."""
     d = rows.read()
-    return fold_arrays(acc, index, d["flux"], d["error"], d.get("mask"), d["y"], d.get("snr"),
-                       spec)
+    return fold_arrays(acc, index, d["flux"], d["error"], d.get("mask"), d["y"], d.get("snr"), spec)
 
 
 _PER_CHUNK = ("snr", "route_snr")
@@ -105,8 +104,13 @@ def array_chunks(flux: da.Array, error: da.Array, y: da.Array, true_snr=None, ma
         arr = arr.rechunk((rows, -1) if two_d else (rows,))
         return list(arr.to_delayed().ravel())
 
-    parts = zip(blocks(flux, True), blocks(error, True), blocks(mask, True), blocks(y, True),
-                blocks(true_snr, False))
+    parts = zip(
+        blocks(flux, True),
+        blocks(error, True),
+        blocks(mask, True),
+        blocks(y, True),
+        blocks(true_snr, False),
+    )
     return [(fold_arrays, tuple(p)) for p in parts]
 
 

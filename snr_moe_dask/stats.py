@@ -136,8 +136,9 @@ def merge_stats(a: dict, b: dict) -> dict:
     merged equal those of the concatenated set.
     """
     for k in range(a["n"].size):
-        merge_into(a, k, b["n"][k], b["mean_x"][k], b["mean_y"][k], b["sxx"][k], b["sxy"][k],
-                   b["syy"][k])
+        merge_into(
+            a, k, b["n"][k], b["mean_x"][k], b["mean_y"][k], b["sxx"][k], b["sxy"][k], b["syy"][k]
+        )
     for key in _COUNT_KEYS:
         a[key] += b[key]
     return a
@@ -271,8 +272,11 @@ def _centred_rows(x, bad, rows, precision):
     if precision == "float64":
         return np.subtract(xk, mean, out=xk), mean, None
     centre = mean.astype(np.float32)
-    xc = np.subtract(xk, centre, out=xk, dtype=np.float32) if xk.dtype == np.float32 else (
-        xk - centre).astype(np.float32)
+    xc = (
+        np.subtract(xk, centre, out=xk, dtype=np.float32)
+        if xk.dtype == np.float32
+        else (xk - centre).astype(np.float32)
+    )
     shift = mean - centre.astype(np.float64)
     return xc, mean, shift if shift.any() else None
 
@@ -282,6 +286,14 @@ def total_stats(acc: dict) -> dict:
     n_bins = acc["n"].size
     total = new_accumulator(1, acc["mean_x"].shape[1], acc["mean_y"].shape[1])
     for k in range(n_bins):
-        merge_into(total, 0, acc["n"][k], acc["mean_x"][k], acc["mean_y"][k], acc["sxx"][k],
-                   acc["sxy"][k], acc["syy"][k])
+        merge_into(
+            total,
+            0,
+            acc["n"][k],
+            acc["mean_x"][k],
+            acc["mean_y"][k],
+            acc["sxx"][k],
+            acc["sxy"][k],
+            acc["syy"][k],
+        )
     return total

@@ -14,32 +14,84 @@ CLUSTER = ["--workers", "2", "--threads-per-worker", "1", "--quiet"]
 
 def test_generate_fit_evaluate(tmp_path, capsys):
     train, test, model = tmp_path / "train.zarr", tmp_path / "test.zarr", tmp_path / "m.zarr"
-    assert main(["generate", str(train), "--n", "600", "--pixels", "64", "--chunk-size", "128",
-                 *CLUSTER]) == 0
-    assert main(["generate", str(test), "--n", "300", "--pixels", "64", "--seed", "9",
-                 *CLUSTER]) == 0
-    assert main(["fit", str(train), "--model", str(model), "--alpha", "1e3", "--min-spectra",
-                 "1", "--precision", "float64", *CLUSTER[:-1]]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(train),
+                "--n",
+                "600",
+                "--pixels",
+                "64",
+                "--chunk-size",
+                "128",
+                *CLUSTER,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["generate", str(test), "--n", "300", "--pixels", "64", "--seed", "9", *CLUSTER]) == 0
+    )
+    assert (
+        main(
+            [
+                "fit",
+                str(train),
+                "--model",
+                str(model),
+                "--alpha",
+                "1e3",
+                "--min-spectra",
+                "1",
+                "--precision",
+                "float64",
+                *CLUSTER[:-1],
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
     assert "dashboard: http://127.0.0.1:" in out.err
     assert "fitted 5 models" in out.out and "excluded spectra" in out.out
     report = tmp_path / "perf.html"
-    assert main(["evaluate", str(model), str(test), "--out", str(tmp_path / "ev"),
-                 "--bootstrap", "50", "--performance-report", str(report), *CLUSTER]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(model),
+                str(test),
+                "--out",
+                str(tmp_path / "ev"),
+                "--bootstrap",
+                "50",
+                "--performance-report",
+                str(report),
+                *CLUSTER,
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["overall"]["n"] == 300 and metrics["alpha"]["global"] == 1e3
     assert report.stat().st_size > 10_000
 
 
 def test_errors_are_one_line_with_status_2(tmp_path, capsys):
-    assert main(["fit", str(tmp_path / "missing.zarr"), "--model", str(tmp_path / "m.zarr"),
-                 *CLUSTER]) == 2
+    assert (
+        main(["fit", str(tmp_path / "missing.zarr"), "--model", str(tmp_path / "m.zarr"), *CLUSTER])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "snr-moe fit: error: cannot open spectra store" in err and "Traceback" not in err
     assert main(["fit", "x.zarr", "--model", "m.zarr", "--bins", "4,2", *CLUSTER]) == 2
     assert "strictly increasing" in capsys.readouterr().err
-    assert main(["fit", "x.zarr", "--model", "m.zarr", "--bins", "2,4",
-                 "--bin-names", "a,b", *CLUSTER]) == 2
+    assert (
+        main(
+            ["fit", "x.zarr", "--model", "m.zarr", "--bins", "2,4", "--bin-names", "a,b", *CLUSTER]
+        )
+        == 2
+    )
     assert "2 bin edges make 3 bins" in capsys.readouterr().err
 
 
@@ -53,10 +105,16 @@ def test_refuses_to_overwrite(tmp_path, capsys):
 def _config(tmp_path, **changes):
     cfg = {
         "model": {"type": "Ridge", "alpha": 1000},
-        "data": {"train_size": 500, "test_size": 200, "feature_dim": 32, "noise_level": 1.0,
-                 "seed": 3, "chunk_size": 100,
-                 "train_store": str(tmp_path / "d" / "train.zarr"),
-                 "test_store": str(tmp_path / "d" / "test.zarr")},
+        "data": {
+            "train_size": 500,
+            "test_size": 200,
+            "feature_dim": 32,
+            "noise_level": 1.0,
+            "seed": 3,
+            "chunk_size": 100,
+            "train_store": str(tmp_path / "d" / "train.zarr"),
+            "test_store": str(tmp_path / "d" / "test.zarr"),
+        },
         "routing": {"type": "oracle"},
         "bins": {"edges": [2, 4, 7], "names": ["X", "L", "M", "H"]},
         "fit": {"min_spectra": 1},
@@ -97,8 +155,11 @@ def test_run_generates_fits_evaluates_and_reports(tmp_path, capsys):
     "change, message",
     [
         ({"model__kind": "x"}, r"unknown key 'model.kind'; allowed: \['alpha', 'type'\]"),
-        ({"routing__type": "psychic"}, r"routing.type: 'psychic' is not allowed; expected one "
-                                       r"of \['oracle', 'observed'\]"),
+        (
+            {"routing__type": "psychic"},
+            r"routing.type: 'psychic' is not allowed; expected one "
+            r"of \['oracle', 'observed'\]",
+        ),
         ({"data__train_size": "many"}, r"data.train_size: expected int, got 'many'"),
         ({"bins__edges": [7, 2]}, r"bins: bin edges must be finite and strictly increasing"),
         ({"extra": {}}, r"unknown key 'extra'"),

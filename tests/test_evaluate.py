@@ -14,10 +14,30 @@ from snr_moe_dask import open_spectra
 from snr_moe_dask.evaluate import evaluate_model
 from snr_moe_dask.model import SNRBinnedRidge, load_model
 
-OVERALL_KEYS = {"r2_global", "r2_moe", "delta_r2", "mae_global", "mae_moe", "rmse_global",
-                "rmse_moe", "n"}
-BIN_KEYS = {"name", "snr_low", "snr_high", "n_train", "n_test", "r2_expert", "r2_global",
-            "delta_r2", "mae_expert", "mae_global", "rmse_expert", "rmse_global"}
+OVERALL_KEYS = {
+    "r2_global",
+    "r2_moe",
+    "delta_r2",
+    "mae_global",
+    "mae_moe",
+    "rmse_global",
+    "rmse_moe",
+    "n",
+}
+BIN_KEYS = {
+    "name",
+    "snr_low",
+    "snr_high",
+    "n_train",
+    "n_test",
+    "r2_expert",
+    "r2_global",
+    "delta_r2",
+    "mae_expert",
+    "mae_global",
+    "rmse_expert",
+    "rmse_global",
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +56,11 @@ def reference(model_path, test, routing="oracle"):
     x = ds["flux"].values.astype(np.float64)
     coef, icpt = model["coef"].values[:, :, 0], model["intercept"].values[:, 0]
     y_global = x @ coef[0] + icpt[0]
-    snr = ds["snr"].values if routing == "oracle" else np.median(
-        ds["flux"].values / ds["error"].values, axis=1)
+    snr = (
+        ds["snr"].values
+        if routing == "oracle"
+        else np.median(ds["flux"].values / ds["error"].values, axis=1)
+    )
     bins = np.digitize(snr, model.attrs["bin_edges"], right=True)
     y_moe = np.einsum("np,np->n", x, coef[bins + 1]) + icpt[bins + 1]
     return ds["logg"].values, y_global, y_moe, bins
@@ -53,8 +76,10 @@ def test_metrics_equal_sklearn(fitted, tmp_path, client, routing):
     o = metrics["overall"]
     assert OVERALL_KEYS <= set(o) and o["n"] == len(y)
     expected = {
-        "r2_global": r2_score(y, yg), "r2_moe": r2_score(y, ym),
-        "mae_global": mean_absolute_error(y, yg), "mae_moe": mean_absolute_error(y, ym),
+        "r2_global": r2_score(y, yg),
+        "r2_moe": r2_score(y, ym),
+        "mae_global": mean_absolute_error(y, yg),
+        "mae_moe": mean_absolute_error(y, ym),
         "rmse_global": np.sqrt(mean_squared_error(y, yg)),
         "rmse_moe": np.sqrt(mean_squared_error(y, ym)),
     }
@@ -68,10 +93,12 @@ def test_metrics_equal_sklearn(fitted, tmp_path, client, routing):
         if rows.sum() >= 2:
             assert b["r2_expert"] == pytest.approx(r2_score(y[rows], ym[rows]), rel=1e-6)
             assert b["r2_global"] == pytest.approx(r2_score(y[rows], yg[rows]), rel=1e-6)
-            assert b["mae_expert"] == pytest.approx(mean_absolute_error(y[rows], ym[rows]),
-                                                    rel=1e-6)
+            assert b["mae_expert"] == pytest.approx(
+                mean_absolute_error(y[rows], ym[rows]), rel=1e-6
+            )
             assert b["rmse_global"] == pytest.approx(
-                np.sqrt(mean_squared_error(y[rows], yg[rows])), rel=1e-6)
+                np.sqrt(mean_squared_error(y[rows], yg[rows])), rel=1e-6
+            )
     for key in ("routing", "alpha", "coverage", "target", "timings", "delta_r2_ci95"):
         assert key in metrics
     assert metrics["routing"] == routing and metrics["coverage"] == 1.0
@@ -89,8 +116,11 @@ def test_bootstrap_is_reproducible_and_brackets_the_estimate(fitted, tmp_path):
     runs = []
     with dask.config.set(scheduler="threads"):
         for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-            runs.append(evaluate_model(model_path, test, tmp_path / name, bootstrap=300,
-                                       seed=seed, report=False))
+            runs.append(
+                evaluate_model(
+                    model_path, test, tmp_path / name, bootstrap=300, seed=seed, report=False
+                )
+            )
     assert runs[0]["delta_r2_ci95"] == runs[1]["delta_r2_ci95"]
     assert runs[0]["delta_r2_ci95"] != runs[2]["delta_r2_ci95"]
     lo, hi = runs[0]["delta_r2_ci95"]["overall"]
@@ -101,8 +131,7 @@ def test_bootstrap_matches_a_direct_numpy_bootstrap_in_distribution(fitted, tmp_
     """The two-stage multinomial draw is the ordinary bootstrap: compare its spread."""
     model_path, test = fitted
     with dask.config.set(scheduler="threads"):
-        res = evaluate_model(model_path, test, tmp_path / "e", bootstrap=2000, seed=1,
-                             report=False)
+        res = evaluate_model(model_path, test, tmp_path / "e", bootstrap=2000, seed=1, report=False)
     y, yg, ym, _ = reference(model_path, test)
     rng = np.random.default_rng(0)
     deltas = []
@@ -123,8 +152,11 @@ def test_refuses_existing_output_and_incompatible_store(fitted, tmp_path, small_
         evaluate_model(model_path, test, out)
     other = tmp_path / "other.zarr"
     small_survey.to_zarr(other, zarr_format=3, consolidated=False)
-    with pytest.raises(ValueError, match=r"model '.*model.zarr' has 128 pixels but store "
-                                         r"'.*other.zarr' has 64"):
+    with pytest.raises(
+        ValueError,
+        match=r"model '.*model.zarr' has 128 pixels but store "
+        r"'.*other.zarr' has 64",
+    ):
         evaluate_model(model_path, other, tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
@@ -135,8 +167,11 @@ def test_wavelength_grid_mismatch_names_both(fitted, tmp_path):
     shifted = ds.assign_coords(wavelength=ds["wavelength"].values + 1.0)
     path = tmp_path / "shifted.zarr"
     shifted.to_zarr(path, zarr_format=3, consolidated=False)
-    with pytest.raises(ValueError, match=r"wavelength grid of store '.*shifted.zarr' differs "
-                                         r"from model '.*model.zarr'"):
+    with pytest.raises(
+        ValueError,
+        match=r"wavelength grid of store '.*shifted.zarr' differs "
+        r"from model '.*model.zarr'",
+    ):
         evaluate_model(model_path, path, tmp_path / "x")
 
 

@@ -91,8 +91,9 @@ def test_shape_mismatch(small_survey, tmp_path):
 
 
 def test_mask_must_be_bool(small_survey, tmp_path):
-    ds = small_survey.assign(mask=(("spectrum", "wavelength"),
-                                   np.zeros(small_survey["flux"].shape, dtype=np.uint8)))
+    ds = small_survey.assign(
+        mask=(("spectrum", "wavelength"), np.zeros(small_survey["flux"].shape, dtype=np.uint8))
+    )
     path = write(ds, tmp_path / "s.zarr")
     with pytest.raises(StoreError, match=r"variable 'mask' .* has dtype uint8; expected bool"):
         open_spectra(path)

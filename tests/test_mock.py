@@ -18,8 +18,9 @@ def test_bit_identical_across_chunkings_and_workers(tmp_path, client):
     paths = {}
     for name, chunk, scheduler in (("a", 100, "threads"), ("b", 333, "sync")):
         with dask.config.set(scheduler=scheduler):
-            paths[name] = generate_survey(tmp_path / f"{name}.zarr", 700, pixels=96,
-                                          chunk_size=chunk, seed=5)
+            paths[name] = generate_survey(
+                tmp_path / f"{name}.zarr", 700, pixels=96, chunk_size=chunk, seed=5
+            )
     # Two worker processes of a real distributed cluster.
     paths["c"] = generate_survey(tmp_path / "c.zarr", 700, pixels=96, chunk_size=250, seed=5)
     a, b, c = (open_spectra(paths[k]) for k in "abc")
@@ -94,8 +95,9 @@ def test_gravity_sensitive_features_move_with_logg(feature, window, teff, deeper
 def test_error_carries_the_stars_own_photons():
     wave = mock.wavelength_grid(4096)
     tpl = mock.get_templates(wave)
-    flux = mock.noiseless_flux(tpl, [4.6, 4.6], [4500, 4500], [-0.5, -0.5], [20.5, 20.5],
-                               [1.0, 1.0])
+    flux = mock.noiseless_flux(
+        tpl, [4.6, 4.6], [4500, 4500], [-0.5, -0.5], [20.5, 20.5], [1.0, 1.0]
+    )
     err = mock.flux_error(tpl, flux, [1.0, 1.0])
     # A brighter star has a larger error: photon noise grows with the flux.
     brighter = mock.noiseless_flux(tpl, [4.6], [4500], [-0.5], [20.0], [1.0])

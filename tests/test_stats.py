@@ -23,8 +23,16 @@ def make_data(seed, n, p, t=1, offset=0.0):
 def fold_all(x, y, snr, splits, precision="float64", acc=None):
     bad = np.zeros(x.shape, dtype=bool)
     for part in np.split(np.arange(len(x)), splits):
-        acc = stats.fold_chunk(acc, x[part], y[part], bad[part], snr[part], edges=EDGES,
-                               max_bad_fraction=0.2, precision=precision)
+        acc = stats.fold_chunk(
+            acc,
+            x[part],
+            y[part],
+            bad[part],
+            snr[part],
+            edges=EDGES,
+            max_bad_fraction=0.2,
+            precision=precision,
+        )
     return acc
 
 
@@ -118,8 +126,9 @@ def test_exclusions_are_counted_not_used():
     bad[1, :1] = True  # 10 %: used, imputed
     y[2] = np.nan  # no label
     snr[3] = np.nan  # no bin
-    acc = stats.fold_chunk(None, x, y, bad, snr, edges=EDGES, max_bad_fraction=0.2,
-                           precision="float64")
+    acc = stats.fold_chunk(
+        None, x, y, bad, snr, edges=EDGES, max_bad_fraction=0.2, precision="float64"
+    )
     assert acc["n"].sum() == 47
     assert acc["excluded_bad"].sum() == 1 and acc["excluded_label"].sum() == 1
     assert acc["excluded_no_snr"][-1] == 1
