@@ -30,10 +30,25 @@ from .config import get_setting
 
 JOBQUEUE_KINDS = ("slurm", "pbs")
 _JOBQUEUE_KEYS = (
-    "cores", "memory", "processes", "walltime", "queue", "account", "interface",
-    "log_directory", "job_extra_directives", "job_script_prologue", "worker_extra_args",
-    "local_directory", "death_timeout", "resource_spec", "name", "job_directives_skip",
-    "scheduler_options", "shared_temp_directory", "python",
+    "cores",
+    "memory",
+    "processes",
+    "walltime",
+    "queue",
+    "account",
+    "interface",
+    "log_directory",
+    "job_extra_directives",
+    "job_script_prologue",
+    "worker_extra_args",
+    "local_directory",
+    "death_timeout",
+    "resource_spec",
+    "name",
+    "job_directives_skip",
+    "scheduler_options",
+    "shared_temp_directory",
+    "python",
 )
 # The YAML's (and dask-jobqueue's config) ``name`` is the batch job name; the
 # ``name`` keyword of the cluster classes is the cluster's, so it goes in as ``job_name``.
@@ -174,9 +189,13 @@ def _remove_on_collect(cluster, tls_dir: Path) -> weakref.finalize:
     attributes of the cluster; closing them first deletes them in order.
     """
     inside = str(tls_dir) + os.sep
-    files = [f for f in vars(cluster).values()
-             if isinstance(getattr(f, "name", None), str) and f.name.startswith(inside)
-             and callable(getattr(f, "close", None))]
+    files = [
+        f
+        for f in vars(cluster).values()
+        if isinstance(getattr(f, "name", None), str)
+        and f.name.startswith(inside)
+        and callable(getattr(f, "close", None))
+    ]
     return weakref.finalize(cluster, _remove_tls_directory, str(tls_dir), files)
 
 
@@ -263,8 +282,7 @@ def get_client(
             else:
                 jq.scale(jobs=jobs or 1)
             _say(quiet, f"Submitted worker jobs to {kind}; dashboard: {client.dashboard_link}")
-            client.wait_for_workers(1, timeout=float(os.environ.get("SNR_MOE_WORKER_TIMEOUT",
-                                                                       600)))
+            client.wait_for_workers(1, timeout=float(os.environ.get("SNR_MOE_WORKER_TIMEOUT", 600)))
         else:
             raise ValueError(
                 f"cluster must be 'local', 'slurm', 'pbs' or a scheduler address like "

@@ -30,8 +30,12 @@ SMALL = {"n": 900, "pixels": 64, "chunk_size": 150}
 def cluster():
     """A LocalCluster of two single-threaded worker processes (with nannies)."""
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address="127.0.0.1:0", memory_limit="3GB",
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        memory_limit="3GB",
     ) as c:
         yield c
 
@@ -46,9 +50,11 @@ def client(cluster):
 def small_survey() -> xr.Dataset:
     """900 spectra x 64 pixels, in memory, chunks of 150."""
     with dask.config.set(scheduler="sync"):
-        return survey_dataset(SMALL["n"], pixels=SMALL["pixels"],
-                              chunk_size=SMALL["chunk_size"]).compute().chunk(
-            {"spectrum": SMALL["chunk_size"]})
+        return (
+            survey_dataset(SMALL["n"], pixels=SMALL["pixels"], chunk_size=SMALL["chunk_size"])
+            .compute()
+            .chunk({"spectrum": SMALL["chunk_size"]})
+        )
 
 
 @pytest.fixture(scope="session")

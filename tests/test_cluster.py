@@ -7,6 +7,7 @@ under CI). The PBS tests only render job scripts: no PBS is needed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import operator
@@ -155,9 +156,24 @@ def test_dashboard_answers_during_fit(store_pair, capsys):
 def test_cli_fit_writes_performance_report(store_pair, tmp_path, capsys):
     train, _ = store_pair
     report = tmp_path / "perf.html"
-    argv = ["fit", str(train), "--model", str(tmp_path / "m.zarr"), "--alpha", "1e3",
-            "--min-spectra", "1", "--precision", "float64", "--workers", "2",
-            "--threads-per-worker", "1", "--performance-report", str(report)]
+    argv = [
+        "fit",
+        str(train),
+        "--model",
+        str(tmp_path / "m.zarr"),
+        "--alpha",
+        "1e3",
+        "--min-spectra",
+        "1",
+        "--precision",
+        "float64",
+        "--workers",
+        "2",
+        "--threads-per-worker",
+        "1",
+        "--performance-report",
+        str(report),
+    ]
     assert main(argv) == 0
     assert f"dashboard: http://{LOOPBACK}:" in capsys.readouterr().err
     text = report.read_text()
@@ -168,22 +184,41 @@ def test_cli_fit_writes_performance_report(store_pair, tmp_path, capsys):
 # ---------------------------------------------------------------- TLS
 
 
+async def _add_on(address: str, security: Security | None) -> int:
+    client = Client(address, security=security, asynchronous=True, timeout=5)
+    try:
+        await client
+        return await client.submit(operator.add, 40, 2)
+    finally:
+        await client.close()  # also after a refused start, so __del__ has nothing left to do
+
+
 def test_tls_scheduler_rejects_client_without_certificates():
+    # The refused clients run on their own event loop (asyncio.run): a
+    # synchronous Client that fails to start can leave distributed's shared
+    # loop runner broken for every later Client in this process.
     security = Security.temporary()
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, host=LOOPBACK,
-                      dashboard_address=None, security=security) as cluster:
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        host=LOOPBACK,
+        dashboard_address=None,
+        security=security,
+    ) as cluster:
         address = cluster.scheduler_address
         assert address.startswith(f"tls://{LOOPBACK}:")
         # No certificates at all: distributed refuses before connecting.
         with pytest.raises(TypeError, match="TLS expects a `ssl_context` argument"):
-            Client(address, timeout=5)
+            asyncio.run(_add_on(address, None))
         # Plain TCP to the TLS port: the scheduler drops the connection
         # (CommClosedError, an OSError; TimeoutError is one too).
         with pytest.raises(OSError):
-            Client(address.replace("tls://", "tcp://", 1), timeout=5)
+            asyncio.run(_add_on(address.replace("tls://", "tcp://", 1), None))
         # Certificates from another CA: the handshake fails.
         with pytest.raises(OSError, match="TLS certificate does not match"):
-            Client(address, security=Security.temporary(), timeout=5)
+            asyncio.run(_add_on(address, Security.temporary()))
+        assert asyncio.run(_add_on(address, security)) == 42
         with Client(address, security=security, timeout=10) as client:
             assert client.submit(operator.add, 40, 2).result(timeout=10) == 42
 
@@ -200,19 +235,34 @@ def local_fit(store_pair):
 
 
 def _squeue(env: dict[str, str]) -> dict[str, tuple[str, str]]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], env=env, capture_output=True,
-                         text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i %j %T"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     return {job: (name, state) for job, name, state in (ln.split() for ln in out.splitlines())}
 
 
 def _slurm_kwargs(tmp_path: Path) -> dict:
     return {
-        "jobs": 2, "cores": 1, "processes": 1, "memory": "1GB", "walltime": "00:10:00",
-        "queue": "debug", "interface": "lo", "python": sys.executable,
-        "log_directory": str(tmp_path / "logs"), "shared_temp_directory": str(tmp_path),
-        "job_script_prologue": ["export OMP_NUM_THREADS=1"], "job_name": "snr-moe-test",
+        "jobs": 2,
+        "cores": 1,
+        "processes": 1,
+        "memory": "1GB",
+        "walltime": "00:10:00",
+        "queue": "debug",
+        "interface": "lo",
+        "python": sys.executable,
+        "log_directory": str(tmp_path / "logs"),
+        "shared_temp_directory": str(tmp_path),
+        "job_script_prologue": ["export OMP_NUM_THREADS=1"],
+        "job_name": "snr-moe-test",
         "death_timeout": 30,
-        "scheduler_options": {"dashboard_address": f"{LOOPBACK}:0"}, "quiet": True,
+        "scheduler_options": {"dashboard_address": f"{LOOPBACK}:0"},
+        "quiet": True,
     }
 
 
@@ -258,10 +308,15 @@ def test_fit_on_slurm_workers_matches_local(
 
 def _pbs_cluster(tmp_path: Path, **changes):
     kw = {
-        "config_file": REPO / "deploy" / "jobqueue.yaml", "queue": "workq",
-        "account": "astro42", "walltime": "00:30:00", "interface": "lo",
-        "log_directory": str(tmp_path / "logs"), "shared_temp_directory": str(tmp_path),
-        "scheduler_options": {"dashboard_address": f"{LOOPBACK}:0"}, **changes,
+        "config_file": REPO / "deploy" / "jobqueue.yaml",
+        "queue": "workq",
+        "account": "astro42",
+        "walltime": "00:30:00",
+        "interface": "lo",
+        "log_directory": str(tmp_path / "logs"),
+        "shared_temp_directory": str(tmp_path),
+        "scheduler_options": {"dashboard_address": f"{LOOPBACK}:0"},
+        **changes,
     }
     return make_jobqueue_cluster("pbs", **kw)
 
@@ -307,8 +362,11 @@ def test_pbs_insecure_job_script_has_no_tls(tmp_path):
 def test_jobqueue_config_errors_name_file_and_key(tmp_path, capsys):
     conf = tmp_path / "site.yaml"
     conf.write_text("jobqueue:\n  pbs:\n    cores: 4\n    wall-time: '01:00:00'\n")
-    with pytest.raises(ValueError, match=r"site\.yaml'.*unknown key 'jobqueue\.pbs\.wall-time'; "
-                                         r"did you mean 'walltime'\? allowed: cores, memory"):
+    with pytest.raises(
+        ValueError,
+        match=r"site\.yaml'.*unknown key 'jobqueue\.pbs\.wall-time'; "
+        r"did you mean 'walltime'\? allowed: cores, memory",
+    ):
         make_jobqueue_cluster("pbs", config_file=conf)
     with pytest.raises(ValueError, match=r"site\.yaml' has no 'jobqueue: slurm:' section"):
         make_jobqueue_cluster("slurm", config_file=conf)
@@ -319,7 +377,7 @@ def test_jobqueue_config_errors_name_file_and_key(tmp_path, capsys):
         make_jobqueue_cluster("sge")
     assert not list(tmp_path.glob("tls-*"))
     # The CLI reports the same message as a one-line error, before any cluster starts.
-    assert main(["fit", "train.zarr", "--model", str(tmp_path / "m.zarr"), "--cluster", "pbs",
-                 "--jobqueue-config", str(conf)]) == 2
+    argv = ["fit", "train.zarr", "--model", str(tmp_path / "m.zarr"), "--cluster", "pbs"]
+    assert main([*argv, "--jobqueue-config", str(conf)]) == 2
     err = capsys.readouterr().err
     assert "snr-moe fit: error: jobqueue config" in err and "Traceback" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,19 +12,27 @@ nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+KERNEL = "snr-moe-test-python"
 
 
-def _kernel_name() -> str:
-    """A kernel that runs this interpreter (so it imports the installed package).
+@pytest.fixture
+def kernel_name(tmp_path, monkeypatch) -> str:
+    """A kernel spec that runs this interpreter, so the kernel imports this package.
 
-    ipykernel's native spec is always available through KernelSpecManager; its
-    ``python`` is replaced with ``sys.executable`` when the kernel starts.
+    It lives in a temporary JUPYTER_PATH entry (searched first), so neither a
+    missing ``python3`` spec in a fresh venv nor a user's own ``python3`` spec
+    pointing at another interpreter can get in the way.
     """
-    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
+    from jupyter_client.kernelspec import KernelSpecManager
 
-    spec = KernelSpecManager().get_kernel_spec(NATIVE_KERNEL_NAME)
-    assert spec.argv[0] in ("python", "python3", sys.executable), spec.argv
-    return NATIVE_KERNEL_NAME
+    spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL
+    spec_dir.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec = {"argv": argv, "display_name": "snr-moe tests", "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    assert KernelSpecManager().get_kernel_spec(KERNEL).argv[0] == sys.executable
+    return KERNEL
 
 
 def _outputs(nb, kind: str) -> list[str]:
@@ -40,14 +49,16 @@ def _outputs(nb, kind: str) -> list[str]:
     return texts
 
 
-def test_quickstart_runs_and_shows_report(tmp_path):
+def test_quickstart_runs_and_shows_report(kernel_name, tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
     client = nbclient.NotebookClient(
         nb,
-        kernel_name=_kernel_name(),
+        kernel_name=kernel_name,
         timeout=300,
         startup_timeout=120,
-        resources={"metadata": {"path": str(tmp_path)}},
+        resources={"metadata": {"path": str(cwd)}},
     )
     client.execute()  # raises CellExecutionError on the first failing cell
 
@@ -60,4 +71,4 @@ def test_quickstart_runs_and_shows_report(tmp_path):
     assert "| name | n_train | n_test | r2_expert | r2_global | delta_r2 |" in markdown
     assert len(_outputs(nb, "image/png")) >= 3, "expected the report figures"
     assert "R2 global" in "".join(_outputs(nb, "stream"))
-    assert not list(tmp_path.iterdir()), "the notebook should work in its own temp directory"
+    assert not list(cwd.iterdir()), "the notebook should write only to its own temp directory"

@@ -173,7 +173,9 @@ require() {
 write_conf() {
     local host cpus mem_kb mem_mb
     host=$(hostname -s)
-    cpus=$(nproc)
+    # nproc honours OMP_NUM_THREADS / OMP_THREAD_LIMIT (often 1 on HPC and in
+    # any process that started a Dask LocalCluster); count the usable CPUs.
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
     mem_mb=$((mem_kb / 1024 - MEM_MARGIN_MB))
     [ "$mem_mb" -ge 512 ] || mem_mb=512
