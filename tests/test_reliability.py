@@ -1,0 +1,94 @@
+"""Faults: a worker killed mid-fit or mid-evaluation costs time, never correctness."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import dask
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from snr_moe_dask import generate_survey
+from snr_moe_dask.evaluate import evaluate_model
+from snr_moe_dask.model import SNRBinnedRidge
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory):
+    """40 chunks of 500 spectra x 2048 pixels: long enough to kill a worker mid-fit."""
+    path = tmp_path_factory.mktemp("faults") / "train.zarr"
+    with dask.config.set(scheduler="threads"):
+        generate_survey(path, 20_000, pixels=2048, chunk_size=500, seed=21)
+    return str(path)
+
+
+def _latest(prefix: str):
+    """On the scheduler: the highest task index in memory among keys with this prefix."""
+
+    def probe(dask_scheduler=None):
+        done = [
+            int(str(ts.key).rsplit("-", 1)[-1])
+            for ts in dask_scheduler.tasks.values()
+            if str(ts.key).startswith(prefix) and ts.state == "memory"
+        ]
+        return max(done, default=-1)
+
+    return probe
+
+
+def _kill_a_worker_when(client, probe, threshold, worker_thread, timeout=120.0):
+    """SIGKILL one worker process once probe() reaches threshold; return True if killed
+    while the computation was still running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker_thread.is_alive():
+        if client.run_on_scheduler(probe) >= threshold:
+            pid = next(iter(client.run(os.getpid).values()))
+            os.kill(pid, signal.SIGKILL)
+            return worker_thread.is_alive()
+        time.sleep(0.05)
+    return False
+
+
+def test_worker_killed_mid_fit_gives_identical_coefficients(big_store):
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+
+        def fit():
+            return SNRBinnedRidge(alpha=1e3, precision="float64", min_spectra=1,
+                                  partitions=2).fit(big_store)
+
+        reference = fit()
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(model=fit()))
+        thread.start()
+        killed = _kill_a_worker_when(client, _latest("fold-"), 8, thread)
+        thread.join(timeout=300)
+        assert killed, "the fit finished before a worker could be killed"
+        assert "model" in result
+        np.testing.assert_array_equal(result["model"].coef_, reference.coef_)
+        np.testing.assert_array_equal(result["model"].intercept_, reference.intercept_)
+        np.testing.assert_array_equal(result["model"].n_train_, reference.n_train_)
+
+
+def test_worker_killed_mid_evaluation_gives_identical_metrics(big_store, tmp_path):
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        model = SNRBinnedRidge(alpha=1e3, min_spectra=1).fit(big_store)
+        model.save(tmp_path / "m.zarr")
+        ref = evaluate_model(tmp_path / "m.zarr", big_store, tmp_path / "ref", bootstrap=200,
+                             report=False)
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(m=evaluate_model(
+            tmp_path / "m.zarr", big_store, tmp_path / "faulty", bootstrap=200, report=False)))
+        thread.start()
+        killed = _kill_a_worker_when(client, _latest("summary-"), 6, thread)
+        thread.join(timeout=300)
+        assert killed, "the evaluation finished before a worker could be killed"
+        faulty = json.loads((tmp_path / "faulty" / "metrics.json").read_text())
+        for key in ("overall", "bins", "delta_r2_ci95", "coverage"):
+            assert faulty[key] == json.loads(json.dumps(ref[key])), key
