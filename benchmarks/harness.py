@@ -119,16 +119,19 @@ class PeakRSS:
         self._processes = processes
         self.interval = interval
         self.baseline = self.peak = 0
+        self.per_process: dict[int, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def sample(self) -> int:
-        """Summed RSS in bytes now."""
+        """Summed RSS in bytes now (and each process's peak so far)."""
         total = 0
         for proc in self._processes():
             with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
+                rss = proc.memory_info().rss
+                total += rss
+                self.per_process[proc.pid] = max(self.per_process.get(proc.pid, 0), rss)
         return total
 
     def rebase(self) -> None:
@@ -163,6 +166,7 @@ class PeakRSS:
             "peak_rss_mb": self.peak / MB,
             "baseline_rss_mb": self.baseline / MB,
             "peak_rss_delta_mb": (self.peak - self.baseline) / MB,
+            "peak_rss_per_process_mb": {str(k): v / MB for k, v in self.per_process.items()},
             "rss_interval_s": self.interval,
         }
 
