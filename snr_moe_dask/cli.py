@@ -39,6 +39,18 @@ def _alpha(text: str):
     return out
 
 
+JOBQUEUE_FLAGS = (
+    "cores",
+    "memory",
+    "walltime",
+    "queue",
+    "account",
+    "processes",
+    "log-directory",
+    "interface",
+)
+
+
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster")
     g.add_argument(
@@ -61,16 +73,7 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--jobqueue-config", default=None, help="dask-jobqueue YAML (see deploy/jobqueue.yaml)"
     )
-    for flag in (
-        "cores",
-        "memory",
-        "walltime",
-        "queue",
-        "account",
-        "processes",
-        "log-directory",
-        "interface",
-    ):
+    for flag in JOBQUEUE_FLAGS:
         g.add_argument(f"--{flag}", default=None, help=f"SLURM/PBS worker job {flag}")
     g.add_argument(
         "--insecure",
@@ -160,16 +163,7 @@ def _cluster_kwargs(args) -> dict:
         "insecure": args.insecure,
         "quiet": args.quiet or None,
     }
-    for flag in (
-        "cores",
-        "memory",
-        "walltime",
-        "queue",
-        "account",
-        "processes",
-        "log_directory",
-        "interface",
-    ):
+    for flag in (f.replace("-", "_") for f in JOBQUEUE_FLAGS):
         value = getattr(args, flag)
         if value is not None and flag in ("cores", "processes"):
             value = int(value)

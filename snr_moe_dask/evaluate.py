@@ -26,6 +26,7 @@ from .config import get_setting
 from .io import SPECTRUM, atomic_path, check_output, open_spectra, write_json
 from .model import SNRBinnedRidge, load_model
 from .predict import evaluate_block
+from .reduce import pairwise_tree
 
 _PRED_VARS = {
     "y_true": np.float64,
@@ -163,19 +164,6 @@ def _merge_summaries(a: dict, b: dict) -> dict:
     out = {k: a[k] + b[k] for k in a if k != "sums"}
     out["sums"] = M.merge_metric_sums(a["sums"], b["sums"])
     return out
-
-
-def _tree(values: list, func, token: str):
-    level, depth = list(values), 0
-    while len(level) > 1:
-        nxt = [
-            dask.delayed(func, pure=True)(a, b, dask_key_name=f"{token}-{depth}-{j}")
-            for j, (a, b) in enumerate(zip(level[::2], level[1::2]))
-        ]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level, depth = nxt, depth + 1
-    return level[0]
 
 
 def evaluate_model(
@@ -319,7 +307,7 @@ def evaluate_into(
         )
         for i, t in enumerate(tasks)
     ]
-    total = _tree(summaries, _merge_summaries, f"merge-summary-{token}")
+    total = pairwise_tree(summaries, _merge_summaries, f"merge-summary-{token}")
     pred_ds = xr.Dataset({k: ((SPECTRUM,), preds[k]) for k in _PRED_VARS})
     pred_ds.attrs.update(
         target=target,

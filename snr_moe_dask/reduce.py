@@ -148,13 +148,19 @@ def build_fit_graph(chunks: list, *, spec: ReduceSpec, partitions: int):
 
 def merge_tree(partials: list, token: str):
     """Merge accumulators pairwise, level by level, in a fixed order."""
-    level = list(partials)
-    depth = 0
+    return pairwise_tree(partials, merge_partials, f"merge-{token}")
+
+
+def pairwise_tree(values: list, func, name: str):
+    """Combine delayed values with ``func(a, b)`` pairwise, level by level.
+
+    The pairing depends only on the order of ``values``, so the result does
+    not depend on which worker runs which task.
+    """
+    level, depth = list(values), 0
     while len(level) > 1:
         merged = [
-            dask.delayed(merge_partials, pure=True)(
-                a, b, dask_key_name=f"merge-{token}-{depth}-{j}"
-            )
+            dask.delayed(func, pure=True)(a, b, dask_key_name=f"{name}-{depth}-{j}")
             for j, (a, b) in enumerate(zip(level[::2], level[1::2]))
         ]
         if len(level) % 2:
