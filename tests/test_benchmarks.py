@@ -47,13 +47,16 @@ def tiny_run(tmp_path_factory):
     return json.loads(out.read_text()), printed.getvalue(), root / "data"
 
 
+RECORDED_FIELDS = {"status", "peak_rss_mb", "seconds"}
+
+
 def test_every_method_runs_and_is_recorded(tiny_run):
     result, _, _ = tiny_run
     assert list(result["methods"]) == list(harness.METHODS)
     for key, info in result["methods"].items():
         allowed = ("ok", "timeout") if key == "dask-ml" else ("ok",)  # a loaded machine
         assert info["status"] in allowed, (key, info)
-        assert {"status", "peak_rss_mb", "seconds"} <= set(info), key
+        assert RECORDED_FIELDS <= set(info), key
         assert info["peak_rss_mb"] > 0, key
     assert result["cluster"]["evaluation"]["spectra_per_second"] > 0
     assert result["cluster"]["startup_s"] > 0
