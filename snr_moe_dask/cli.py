@@ -148,6 +148,12 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
     f.add_argument("--min-spectra", type=int, default=None)
     f.add_argument("--max-bad-fraction", type=float, default=None)
     f.add_argument("--partitions", type=int, default=None, help="fold chains (default: threads)")
+    f.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="any bad pixel is an error naming the variable and spectrum",
+    )
 
 
 def _cluster_kwargs(args) -> dict:
@@ -229,6 +235,7 @@ def fit_params(args) -> dict:
         "min_spectra": args.min_spectra,
         "max_bad_fraction": args.max_bad_fraction,
         "partitions": args.partitions,
+        "strict": args.strict,
     }
 
 

@@ -51,6 +51,7 @@ SCHEMA: dict[str, dict[str, object]] = {
         "min_spectra": int,
         "max_bad_fraction": _NUM,
         "partitions": int,
+        "strict": bool,
     },
     "evaluate": {"bootstrap": int, "seed": int},
     "cluster": {
@@ -157,6 +158,7 @@ def model_params(exp: dict) -> dict:
         "min_spectra": fit.get("min_spectra"),
         "max_bad_fraction": fit.get("max_bad_fraction"),
         "partitions": fit.get("partitions"),
+        "strict": fit.get("strict"),
     }
 
 

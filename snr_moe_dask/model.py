@@ -66,6 +66,9 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         Spectra with more bad pixels than this fraction are excluded.
     partitions : int, optional
         Number of fold chains; default one per worker thread.
+    strict : bool, optional
+        Fail on the first bad pixel (naming the variable and the spectrum)
+        instead of imputing it.
 
     Attributes
     ----------
@@ -102,6 +105,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         min_spectra=None,
         max_bad_fraction=None,
         partitions=None,
+        strict=None,
     ):
         self.alpha = alpha
         self.bins = bins
@@ -113,6 +117,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         self.min_spectra = min_spectra
         self.max_bad_fraction = max_bad_fraction
         self.partitions = partitions
+        self.strict = strict
 
     # ------------------------------------------------------------------ settings
 
@@ -194,6 +199,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             routing=settings["routing"],
             max_bad_fraction=settings["max_bad_fraction"],
             precision=settings["precision"],
+            strict=bool(get_setting("fit.strict", self.strict)),
         )
         if isinstance(X, str | os.PathLike):
             source = str(X)

@@ -27,7 +27,7 @@ from dask.base import tokenize
 
 from . import stats
 from .io import StoreRows
-from .snr import compute_snr, find_bad_pixels
+from .snr import check_no_bad_pixels, compute_snr, find_bad_pixels
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,13 @@ class ReduceSpec:
     routing: str
     max_bad_fraction: float
     precision: str
+    strict: bool = False
 
 
-def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, spec: ReduceSpec):
-    """Fold one chunk into ``acc`` and record its observed SNR (graph task)."""
+def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, start: int, spec: ReduceSpec):
+    """Fold one chunk (spectra ``start``...) into ``acc`` and record its SNR (graph task)."""
+    if spec.strict:
+        check_no_bad_pixels(flux, error, mask, start)
     bad = find_bad_pixels(flux, error, mask)
     snr = compute_snr(flux, error, bad)
     route = snr if spec.routing == "observed" else np.asarray(true_snr, dtype=np.float64)
@@ -64,7 +67,9 @@ def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, spec: ReduceSpe
 def fold_rows(acc, index: int, rows: StoreRows, spec: ReduceSpec):
     """Read a chunk from its store and fold it into ``acc`` (graph task)."""
     d = rows.read()
-    return fold_arrays(acc, index, d["flux"], d["error"], d.get("mask"), d["y"], d.get("snr"), spec)
+    return fold_arrays(
+        acc, index, d["flux"], d["error"], d.get("mask"), d["y"], d.get("snr"), rows.start, spec
+    )
 
 
 _PER_CHUNK = ("snr", "route_snr")
@@ -104,12 +109,14 @@ def array_chunks(flux: da.Array, error: da.Array, y: da.Array, true_snr=None, ma
         arr = arr.rechunk((rows, -1) if two_d else (rows,))
         return list(arr.to_delayed().ravel())
 
+    starts = np.concatenate([[0], np.cumsum(rows)[:-1]]).tolist()
     parts = zip(
         blocks(flux, True),
         blocks(error, True),
         blocks(mask, True),
         blocks(y, True),
         blocks(true_snr, False),
+        starts,
     )
     return [(fold_arrays, tuple(p)) for p in parts]
 

@@ -29,6 +29,43 @@ def find_bad_pixels(
     return bad
 
 
+def check_no_bad_pixels(
+    flux: np.ndarray, error: np.ndarray, mask: np.ndarray | None = None, start: int = 0
+) -> None:
+    """Raise on the first bad pixel, naming the variable and the spectrum index.
+
+    Parameters
+    ----------
+    flux, error, mask : ndarray of shape (n_spectra, n_pixels)
+    start : int
+        Index of the first spectrum of this block in its store.
+
+    Raises
+    ------
+    ValueError
+        For ``--strict`` runs.
+    """
+    with np.errstate(invalid="ignore"):
+        checks = [
+            ("flux", ~np.isfinite(flux), "a non-finite value"),
+            ("error", ~np.isfinite(error) | ~(error > 0), "a non-finite or non-positive value"),
+        ]
+    if mask is not None:
+        checks.append(("mask", np.asarray(mask, dtype=bool), "a masked pixel"))
+    firsts = []
+    for name, bad, what in checks:
+        rows = np.flatnonzero(bad.any(axis=1))
+        if rows.size:
+            firsts.append((rows[0], name, what, int(np.argmax(bad[rows[0]]))))
+    if firsts:
+        row, name, what, pixel = min(firsts)
+        raise ValueError(
+            f"--strict: variable {name!r} has {what} in spectrum {start + int(row)} "
+            f"(pixel {pixel}); fix the store, or drop --strict to impute bad pixels and "
+            "exclude spectra over --max-bad-fraction"
+        )
+
+
 def compute_snr(flux: np.ndarray, error: np.ndarray, bad: np.ndarray | None = None) -> np.ndarray:
     """Return each spectrum's observed SNR: the median over good pixels of flux / error.
 

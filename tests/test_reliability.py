@@ -55,12 +55,21 @@ def _kill_a_worker_when(client, probe, threshold, worker_thread, timeout=120.0):
 
 
 def test_worker_killed_mid_fit_gives_identical_coefficients(big_store):
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
 
         def fit():
-            return SNRBinnedRidge(alpha=1e3, precision="float64", min_spectra=1,
-                                  partitions=2).fit(big_store)
+            return SNRBinnedRidge(alpha=1e3, precision="float64", min_spectra=1, partitions=2).fit(
+                big_store
+            )
 
         reference = fit()
         result = {}
@@ -76,15 +85,29 @@ def test_worker_killed_mid_fit_gives_identical_coefficients(big_store):
 
 
 def test_worker_killed_mid_evaluation_gives_identical_metrics(big_store, tmp_path):
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         model = SNRBinnedRidge(alpha=1e3, min_spectra=1).fit(big_store)
         model.save(tmp_path / "m.zarr")
-        ref = evaluate_model(tmp_path / "m.zarr", big_store, tmp_path / "ref", bootstrap=200,
-                             report=False)
+        ref = evaluate_model(
+            tmp_path / "m.zarr", big_store, tmp_path / "ref", bootstrap=200, report=False
+        )
         result = {}
-        thread = threading.Thread(target=lambda: result.update(m=evaluate_model(
-            tmp_path / "m.zarr", big_store, tmp_path / "faulty", bootstrap=200, report=False)))
+        thread = threading.Thread(
+            target=lambda: result.update(
+                m=evaluate_model(
+                    tmp_path / "m.zarr", big_store, tmp_path / "faulty", bootstrap=200, report=False
+                )
+            )
+        )
         thread.start()
         killed = _kill_a_worker_when(client, _latest("summary-"), 6, thread)
         thread.join(timeout=300)
@@ -92,3 +115,61 @@ def test_worker_killed_mid_evaluation_gives_identical_metrics(big_store, tmp_pat
         faulty = json.loads((tmp_path / "faulty" / "metrics.json").read_text())
         for key in ("overall", "bins", "delta_r2_ci95", "coverage"):
             assert faulty[key] == json.loads(json.dumps(ref[key])), key
+
+
+@pytest.fixture
+def flawed_store(small_survey, tmp_path):
+    """The small survey with one NaN flux (spectrum 412) and one zero error (spectrum 655)."""
+    ds = small_survey.load().copy(deep=True)
+    ds["flux"][412, 7] = np.nan
+    ds["error"][655, 3] = 0.0
+    path = tmp_path / "flawed.zarr"
+    ds.chunk({"spectrum": 150}).to_zarr(path, zarr_format=3, consolidated=False)
+    return str(path), ds
+
+
+def test_strict_names_the_variable_and_the_first_spectrum(flawed_store):
+    path, ds = flawed_store
+    with dask.config.set(scheduler="sync"):
+        with pytest.raises(
+            ValueError,
+            match=r"--strict: variable 'flux' has a non-finite value "
+            r"in spectrum 412 \(pixel 7\)",
+        ):
+            SNRBinnedRidge(strict=True, min_spectra=1, partitions=1).fit(path)
+        ds2 = ds.copy(deep=True)
+        ds2["flux"][412, 7] = 1.0
+        with pytest.raises(
+            ValueError,
+            match=r"variable 'error' has a non-finite or non-positive "
+            r"value in spectrum 655",
+        ):
+            SNRBinnedRidge(strict=True, min_spectra=1).fit(ds2.chunk({"spectrum": 100}))
+        # Without --strict the two pixels are imputed and counted, nothing is lost.
+        model = SNRBinnedRidge(min_spectra=1).fit(path)
+    assert sum(model.excluded_["bad_pixels"].values()) == 2
+    assert model.n_train_[0] == ds.sizes["spectrum"]
+
+
+def test_strict_from_the_cli_is_one_line(flawed_store, tmp_path, capsys):
+    from snr_moe_dask.cli import main
+
+    path, _ = flawed_store
+    code = main(
+        [
+            "fit",
+            path,
+            "--model",
+            str(tmp_path / "m.zarr"),
+            "--strict",
+            "--quiet",
+            "--partitions",
+            "1",
+            "--workers",
+            "1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "snr-moe fit: error: --strict: variable 'flux'" in err and "spectrum 412" in err
+    assert not (tmp_path / "m.zarr").exists()
