@@ -240,15 +240,13 @@ def fit_params(args) -> dict:
 
 
 def fit_store(train: str, model_path: str, params: dict, overwrite: bool, args) -> object:
-    """Validate, fit and save; shared by ``fit`` and ``run``."""
-    from .io import check_output, open_spectra
+    """Validate, fit and save (``snr-moe fit``)."""
+    from .io import check_output
     from .model import SNRBinnedRidge
 
     check_output(model_path, overwrite)
     model = SNRBinnedRidge(**params)
-    settings = model._resolved()  # validate settings before reading anything
-    require = list(settings["targets"]) + (["snr"] if settings["routing"] == "oracle" else [])
-    open_spectra(train, require=require)  # fail on a bad store before any compute
+    model.open_training_store(train)  # fail on bad settings or a bad store before compute
     t0 = time.perf_counter()
     model.fit(train)
     model.save(model_path, overwrite=overwrite)

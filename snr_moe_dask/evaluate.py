@@ -98,8 +98,13 @@ def prediction_arrays(model, arrays: dict, routing: str, target_index: int = 0) 
             "oracle routing needs the store's true 'snr'; use routing='observed' "
             "to route by the median flux/error"
         )
-    tasks, rows = _block_tasks(model, arrays, routing, target_index)
-    n_targets = model.coef_.shape[2]
+    return _arrays_from_tasks(
+        *_block_tasks(model, arrays, routing, target_index), model.coef_.shape[2]
+    )
+
+
+def _arrays_from_tasks(tasks: list, rows, n_targets: int) -> dict:
+    """Dask arrays of the per-chunk outputs of ``evaluate_block`` tasks."""
     out = {
         name: da.concatenate(
             [da.from_delayed(t[name], shape=(m,), dtype=dtype) for t, m in zip(tasks, rows)]
@@ -112,7 +117,6 @@ def prediction_arrays(model, arrays: dict, routing: str, target_index: int = 0) 
             for t, m in zip(tasks, rows)
         ]
     )
-    out["_tasks"] = tasks
     return out
 
 
@@ -280,8 +284,8 @@ def evaluate_into(
             axis=1,
         ),
     }
-    preds = prediction_arrays(model, arrays, routing, target_index)
-    tasks, rows = preds.pop("_tasks"), arrays["flux"].chunks[0]
+    tasks, rows = _block_tasks(model, arrays, routing, target_index)
+    preds = _arrays_from_tasks(tasks, rows, model.coef_.shape[2])
     n_bins = len(model.bin_names_)
     y_lo, y_hi = (
         float(v) for v in dask.compute(da.nanmin(ds[target].data), da.nanmax(ds[target].data))

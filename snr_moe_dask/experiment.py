@@ -205,7 +205,7 @@ def run_experiment(
     data = exp["data"]
     params = model_params(exp)
     model = SNRBinnedRidge(**params)
-    settings = model._resolved()
+    model._resolved()  # bad settings fail before any store is generated
     seed = data.get("seed", 42)
     timings = {}
     gen_train = _ensure_store(data["train_store"], data["train_size"], seed, data, quiet)
@@ -213,8 +213,7 @@ def run_experiment(
         data["test_store"], data["test_size"], data.get("test_seed", seed + 1), data, quiet
     )
     timings["generate"] = gen_train["seconds"] + gen_test["seconds"]
-    require = settings["targets"] + (["snr"] if settings["routing"] == "oracle" else [])
-    open_spectra(data["train_store"], require=require)
+    model.open_training_store(data["train_store"])
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.mkdir(parents=True)
         t0 = time.perf_counter()

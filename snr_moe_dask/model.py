@@ -151,6 +151,15 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             "alphas": alphas,
         }
 
+    def open_training_store(self, path: str | os.PathLike) -> xr.Dataset:
+        """Check the settings and open a training store lazily, with the variables this
+        fit needs (its targets, and ``snr`` for oracle routing); nothing heavy is read."""
+        settings = self._resolved()
+        require = list(settings["targets"])
+        if settings["routing"] == "oracle":
+            require.append("snr")
+        return open_spectra(path, require=require)
+
     def _alphas(self, names: list[str]) -> np.ndarray:
         alpha = get_setting("fit.alpha", self.alpha)
         experts = [GLOBAL, *names]
@@ -203,7 +212,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         )
         if isinstance(X, str | os.PathLike):
             source = str(X)
-            ds = open_spectra(source, require=_required_vars(settings))
+            ds = self.open_training_store(source)
             chunks = store_chunks(
                 source,
                 store_row_chunks(ds),
@@ -502,10 +511,6 @@ def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
 
 
 # ---------------------------------------------------------------------- inputs
-
-
-def _required_vars(settings: dict) -> list[str]:
-    return list(settings["targets"]) + (["snr"] if settings["routing"] == "oracle" else [])
 
 
 def _arrays_from_dataset(ds: xr.Dataset, settings: dict, need_targets: bool = True) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import snr_moe_dask  # noqa: F401
 
 # isort: split
+import contextlib
 import os
 import warnings
 
@@ -24,6 +25,24 @@ from slurm_fixture import testslurm  # noqa: F401
 warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")
 
 SMALL = {"n": 900, "pixels": 64, "chunk_size": 150}
+
+
+@contextlib.contextmanager
+def local_client(n_workers: int = 2, **kwargs):
+    """A fresh LocalCluster of single-threaded worker processes (with nannies) on
+    127.0.0.1, and a Client to it; both closed on exit."""
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            **kwargs,
+        ) as c,
+        Client(c) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
-from distributed import Client, LocalCluster
+from conftest import local_client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import Ridge
@@ -191,16 +191,7 @@ def test_same_graph_bit_identical_on_processes_threads_and_workers(small_survey,
     again = fit()
     with dask.config.set(scheduler="threads"):
         threads = fit()
-    with (
-        LocalCluster(
-            n_workers=3,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as c3,
-        Client(c3),
-    ):
+    with local_client(3):
         three = fit()
     for other in (again, threads, three):
         np.testing.assert_array_equal(on_processes.coef_, other.coef_)

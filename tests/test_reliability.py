@@ -11,7 +11,7 @@ import time
 import dask
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from conftest import local_client
 
 from snr_moe_dask import generate_survey
 from snr_moe_dask.evaluate import evaluate_model
@@ -55,16 +55,7 @@ def _kill_a_worker_when(client, probe, threshold, worker_thread, timeout=120.0):
 
 
 def test_worker_killed_mid_fit_gives_identical_coefficients(big_store):
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_client() as client:
 
         def fit():
             return SNRBinnedRidge(alpha=1e3, precision="float64", min_spectra=1, partitions=2).fit(
@@ -85,16 +76,7 @@ def test_worker_killed_mid_fit_gives_identical_coefficients(big_store):
 
 
 def test_worker_killed_mid_evaluation_gives_identical_metrics(big_store, tmp_path):
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_client() as client:
         model = SNRBinnedRidge(alpha=1e3, min_spectra=1).fit(big_store)
         model.save(tmp_path / "m.zarr")
         ref = evaluate_model(
