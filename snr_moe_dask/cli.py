@@ -29,7 +29,9 @@ def _names(text: str) -> list[str]:
 
 
 def _alpha(text: str):
-    """``1e5`` or ``global=1e5,X=1e6,...``."""
+    """``1e5``, ``cv`` or ``global=1e5,X=1e6,...``."""
+    if text.strip() == "cv":
+        return "cv"
     if "=" not in text:
         return float(text)
     out = {}
@@ -37,6 +39,16 @@ def _alpha(text: str):
         key, _, value = part.partition("=")
         out[key.strip()] = float(value)
     return out
+
+
+def _grid(text: str) -> list[float]:
+    """``1:1e9:28`` (log-spaced, inclusive) or ``1,10,100``."""
+    from .cv import alpha_grid
+
+    if ":" in text:
+        start, stop, num = text.split(":")
+        return alpha_grid(float(start), float(stop), int(num)).tolist()
+    return _floats(text)
 
 
 JOBQUEUE_FLAGS = (
@@ -137,8 +149,16 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
         "--alpha",
         type=_alpha,
         default=None,
-        help="ridge penalty, or per expert: global=1e5,X=1e6,...",
+        help="ridge penalty; per expert: global=1e5,X=1e6,...; or cv: K-fold CV per expert",
     )
+    f.add_argument(
+        "--alpha-grid",
+        type=_grid,
+        default=None,
+        help="alphas tried by --alpha cv: START:STOP:NUM (log-spaced) or a list a,b,c "
+        "(default 1e0:1e9:28)",
+    )
+    f.add_argument("--cv-folds", type=int, default=None, help="folds for --alpha cv (default 5)")
     f.add_argument("--bins", type=_floats, default=None, help="SNR bin edges, e.g. 2,4,7")
     f.add_argument("--bin-names", type=_names, default=None, help="e.g. X,L,M,H")
     f.add_argument("--routing", choices=("oracle", "observed"), default=None)
@@ -236,6 +256,8 @@ def fit_params(args) -> dict:
         "max_bad_fraction": args.max_bad_fraction,
         "partitions": args.partitions,
         "strict": args.strict,
+        "alphas": args.alpha_grid,
+        "cv": args.cv_folds,
     }
 
 
@@ -259,6 +281,13 @@ def fit_summary(model, path: str, seconds: float) -> str:
     for name, n, alpha in zip(model.experts_, model.n_train_, model.alpha_):
         note = model.fallback_.get(name) or model.solver_.get(name, {}).get("reason", "")
         lines.append(f"  {name:>8}: n_train={int(n):>10,}  alpha={alpha:.3g}  {note}")
+    if model.cv_:
+        cv = model.cv_
+        lines.append(
+            f"  alpha by {cv['folds']}-fold CV over {len(cv['alphas'])} values "
+            f"{cv['alphas'][0]:.3g}..{cv['alphas'][-1]:.3g} (fixed alpha "
+            f"{cv['alpha_fixed']:.3g} also solved, for comparison)"
+        )
     exc = model.excluded_
     lines.append(
         "  excluded spectra: "

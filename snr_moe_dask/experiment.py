@@ -2,7 +2,7 @@
 
 The YAML is shaped like the source study's configuration::
 
-    model:   {type: Ridge, alpha: 100000}
+    model:   {type: Ridge, alpha: 100000}   # or alpha: cv (with alpha_grid, cv_folds)
     data:    {train_size: 1000000, test_size: 100000, feature_dim: 4096,
               noise_level: 1.0, seed: 42, train_store: ..., test_store: ...}
     routing: {type: oracle}
@@ -29,7 +29,12 @@ _NUM = (int, float)
 SCHEMA: dict[str, dict[str, object]] = {
     "name": str,
     "output": str,
-    "model": {"type": ("Ridge",), "alpha": (*_NUM, dict)},
+    "model": {
+        "type": ("Ridge",),
+        "alpha": (*_NUM, dict, str),
+        "alpha_grid": list,
+        "cv_folds": int,
+    },
     "data": {
         "train_size": int,
         "test_size": int,
@@ -124,6 +129,11 @@ def validate_experiment(raw: dict, source: str) -> dict:
     for key in ("train_size", "test_size"):
         if data[key] < 1:
             raise ConfigError(f"{source}: data.{key}: must be >= 1, got {data[key]}")
+    alpha = exp["model"].get("alpha")
+    if isinstance(alpha, str) and alpha != "cv":
+        raise ConfigError(
+            f"{source}: model.alpha: expected a number, a mapping or 'cv', got {alpha!r}"
+        )
     if "bins" in raw:
         try:
             check_bins(
@@ -149,6 +159,8 @@ def model_params(exp: dict) -> dict:
     fit, bins = exp["fit"], exp["bins"]
     return {
         "alpha": exp["model"].get("alpha"),
+        "alphas": exp["model"].get("alpha_grid"),
+        "cv": exp["model"].get("cv_folds"),
         "bins": bins.get("edges"),
         "bin_names": bins.get("names"),
         "routing": exp["routing"].get("type"),

@@ -45,9 +45,11 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    alpha : float or dict, optional
+    alpha : float, dict or "cv", optional
         Penalty. A dict maps expert names (``"global"`` and the bin names) to
-        their own alpha. Default ``snr-moe.fit.alpha`` (1e5).
+        their own alpha. ``"cv"`` picks each expert's alpha by exact K-fold
+        cross-validation over ``alphas``, from the same single pass (see
+        :mod:`snr_moe_dask.cv`). Default ``snr-moe.fit.alpha`` (1e5).
     bins : sequence of float, optional
         SNR bin edges, right-closed. Default ``snr-moe.bins.edges`` (2, 4, 7).
     bin_names : sequence of str, optional
@@ -69,6 +71,13 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
     strict : bool, optional
         Fail on the first bad pixel (naming the variable and the spectrum)
         instead of imputing it.
+    alphas : sequence of float, optional
+        The alpha grid for ``alpha="cv"``. Default
+        ``snr-moe.fit.cv.grid``: 28 values from 1e0 to 1e9, log-spaced.
+    cv : int, optional
+        Number of folds for ``alpha="cv"``. Default ``snr-moe.fit.cv.folds`` (5).
+    cv_seed : int, optional
+        Seed of the fold assignment. Default ``snr-moe.fit.cv.seed`` (0).
 
     Attributes
     ----------
@@ -90,6 +99,13 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         Observed SNR of every training spectrum.
     route_snr_ : ndarray of shape (n_spectra,)
         The SNR that routed each training spectrum (the true SNR for oracle routing).
+    cv_ : dict or None
+        With ``alpha="cv"``: ``alphas`` (n_alphas,), ``mse`` (n_experts,
+        n_folds, n_alphas) per-fold held-out MSE, ``mean`` and ``se``
+        (n_experts, n_alphas) across folds, ``n_valid`` (n_experts, n_folds),
+        ``folds``, ``seed``, and the fixed-alpha solution from the same
+        statistics for comparison (``alpha_fixed``, ``coef_fixed``,
+        ``intercept_fixed``).
     n_features_in_ : int
     """
 
@@ -106,6 +122,9 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         max_bad_fraction=None,
         partitions=None,
         strict=None,
+        alphas=None,
+        cv=None,
+        cv_seed=None,
     ):
         self.alpha = alpha
         self.bins = bins
@@ -118,6 +137,9 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         self.max_bad_fraction = max_bad_fraction
         self.partitions = partitions
         self.strict = strict
+        self.alphas = alphas
+        self.cv = cv
+        self.cv_seed = cv_seed
 
     # ------------------------------------------------------------------ settings
 
@@ -138,8 +160,9 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         max_bad = float(get_setting("fit.max-bad-fraction", self.max_bad_fraction))
         if not 0 <= max_bad <= 1:
             raise ValueError(f"max_bad_fraction must be in [0, 1]; got {max_bad}")
-        alphas = self._alphas(names)
+        alphas, cv = self._alphas(names)
         return {
+            "cv": cv,
             "edges": edges,
             "names": names,
             "targets": targets,
@@ -160,9 +183,16 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             require.append("snr")
         return open_spectra(path, require=require)
 
-    def _alphas(self, names: list[str]) -> np.ndarray:
+    def _alphas(self, names: list[str]) -> tuple[np.ndarray, dict | None]:
+        """Per-expert alphas (the fixed ones, for ``"cv"``), and the CV settings or None."""
         alpha = get_setting("fit.alpha", self.alpha)
         experts = [GLOBAL, *names]
+        cv = None
+        if isinstance(alpha, str):
+            if alpha != "cv":
+                raise ValueError(f'alpha must be a number, a dict or "cv"; got {alpha!r}')
+            cv = self._cv_settings()
+            alpha = cv["alpha_fixed"]
         if isinstance(alpha, dict):
             unknown = set(alpha) - set(experts)
             if unknown:
@@ -176,7 +206,27 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             values = [float(alpha)] * len(experts)
         if not all(v >= 0 for v in values):
             raise ValueError(f"alpha must be >= 0; got {values}")
-        return np.array(values)
+        return np.array(values), cv
+
+    def _cv_settings(self) -> dict:
+        from .cv import alpha_grid
+
+        folds = int(get_setting("fit.cv.folds", self.cv))
+        if folds < 2:
+            raise ValueError(f"cross-validation needs at least 2 folds; got cv={folds}")
+        grid = self.alphas
+        if grid is None:
+            start, stop, num = get_setting("fit.cv.grid")
+            grid = alpha_grid(float(start), float(stop), int(num))
+        grid = np.asarray(grid, dtype=np.float64).ravel()
+        if grid.size == 0 or not np.all(np.isfinite(grid)) or not np.all(grid > 0):
+            raise ValueError(f"the alpha grid must hold positive finite values; got {grid}")
+        return {
+            "folds": folds,
+            "seed": int(get_setting("fit.cv.seed", self.cv_seed)),
+            "alphas": grid,
+            "alpha_fixed": float(get_setting("fit.cv.compare-alpha")),
+        }
 
     # ------------------------------------------------------------------ fit
 
@@ -209,6 +259,8 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             max_bad_fraction=settings["max_bad_fraction"],
             precision=settings["precision"],
             strict=bool(get_setting("fit.strict", self.strict)),
+            n_folds=settings["cv"]["folds"] if settings["cv"] else 1,
+            cv_seed=settings["cv"]["seed"] if settings["cv"] else 0,
         )
         if isinstance(X, str | os.PathLike):
             source = str(X)
@@ -234,7 +286,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             n_pixels, wavelength = arrays["flux"].shape[1], arrays.get("wavelength")
         partitions = self.partitions or get_setting("fit.partitions") or _default_partitions()
         total, _ = build_fit_graph(chunks, spec=spec, partitions=int(partitions))
-        solved = dask.delayed(solve_experts, pure=True)(total, settings)
+        solved = dask.delayed(solve_experts, pure=True)(total, settings, cv_graph(total, settings))
         (solved,) = run_graph(solved, label="fit: one pass over the spectra, then the solve")
         snr_values = solved["snr"]
         self.route_snr_ = solved["route_snr"]
@@ -264,9 +316,10 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             "fallback",
             "solver",
             "excluded",
+            "cv",
         ):
             setattr(self, f"{key}_", solved[key])
-        self.alpha_ = settings["alphas"]
+        self.alpha_ = solved["alpha"]
         self.bin_edges_ = settings["edges"]
         self.bin_names_ = settings["names"]
         self.routing_ = settings["routing"]
@@ -370,6 +423,18 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             train_fingerprint=self.train_fingerprint_,
             timings=json.dumps(self.timings_),
         )
+        cv = getattr(self, "cv_", None)
+        if cv:
+            ds = ds.assign_coords(alpha_grid=("alpha_grid", cv["alphas"]))
+            ds["cv_mse"] = ((EXPERT, "cv_fold", "alpha_grid"), cv["mse"])
+            ds["cv_mean"] = ((EXPERT, "alpha_grid"), cv["mean"])
+            ds["cv_se"] = ((EXPERT, "alpha_grid"), cv["se"])
+            ds["cv_n_valid"] = ((EXPERT, "cv_fold"), cv["n_valid"])
+            ds["coef_fixed"] = ((EXPERT, WAVELENGTH, TARGET), cv["coef_fixed"])
+            ds["intercept_fixed"] = ((EXPERT, TARGET), cv["intercept_fixed"])
+            ds.attrs.update(
+                cv_folds=int(cv["folds"]), cv_seed=int(cv["seed"]), cv_alpha_fixed=cv["alpha_fixed"]
+            )
         return ds
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -387,22 +452,74 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         return Path(path)
 
 
-def solve_experts(acc: dict, settings: dict) -> dict:
+def cv_graph(total, settings: dict) -> list | None:
+    """One task per (expert, fold) computing the held-out error over the alpha grid,
+    or None without cross-validation."""
+    from .cv import expert_fold_sse
+
+    cv = settings["cv"]
+    if not cv:
+        return None
+    n_bins = len(settings["names"])
+    groups = [list(range(n_bins))] + [[k] for k in range(n_bins)]
+    return [
+        [
+            dask.delayed(expert_fold_sse, pure=True)(
+                total, slots, cv["folds"], f, cv["alphas"], settings["standardize"]
+            )
+            for f in range(cv["folds"])
+        ]
+        for slots in groups
+    ]
+
+
+def _cv_choice(cv_results: list, settings: dict) -> tuple[np.ndarray, dict]:
+    """The chosen alpha per expert and the CV record (``cv_`` attribute)."""
+    from .cv import summarize_cv
+
+    cv = settings["cv"]
+    sse = np.array([[r[0] for r in expert] for expert in cv_results])
+    n_valid = np.array([[r[1] for r in expert] for expert in cv_results])
+    summary = summarize_cv(sse, n_valid)
+    grid = cv["alphas"]
+    chosen = np.where(summary["best"] >= 0, grid[np.clip(summary["best"], 0, None)], np.nan)
+    record = {
+        "alphas": grid,
+        "folds": cv["folds"],
+        "seed": cv["seed"],
+        "n_valid": n_valid,
+        "alpha_fixed": cv["alpha_fixed"],
+        **{k: summary[k] for k in ("mse", "mean", "se")},
+    }
+    return chosen, record
+
+
+def solve_experts(acc: dict, settings: dict, cv_results: list | None = None) -> dict:
     """Solve the global model and each expert from the merged statistics (graph task).
 
     It runs on the worker that holds the merged accumulator, so only the
     coefficients and the SNRs travel to the client.
 
+    With cross-validation (``cv_results`` from :func:`cv_graph`), each
+    expert's alpha is the one with the lowest mean held-out error, and the
+    fixed-alpha solution is solved from the same statistics for comparison.
+
     Returns
     -------
     dict
         ``coef``, ``intercept``, ``mean_x``, ``experts``, ``n_train``,
-        ``fallback``, ``solver``, ``excluded``, ``snr``, ``route_snr`` and
-        ``seconds`` (time spent solving).
+        ``alpha``, ``fallback``, ``solver``, ``excluded``, ``cv``, ``snr``,
+        ``route_snr`` and ``seconds`` (time spent solving).
     """
     t0 = time.perf_counter()
     names = settings["names"]
     experts = [GLOBAL, *names]
+    alphas = np.array(settings["alphas"], dtype=np.float64)
+    cv, raw = None, acc
+    if settings["cv"]:
+        chosen, cv = _cv_choice(cv_results, settings)
+        alphas = np.where(np.isfinite(chosen), chosen, alphas)
+        acc = stats.bin_stats(acc, settings["cv"]["folds"])
     total = stats.total_stats(acc)
     per_expert = [(total, 0)] + [(acc, k) for k in range(len(names))]
     n_pixels = acc["mean_x"].shape[1]
@@ -412,10 +529,11 @@ def solve_experts(acc: dict, settings: dict) -> dict:
     mean_x = np.zeros((len(experts), n_pixels))
     n_train = np.array([total["n"][0], *acc["n"]])
     fallback, solver = {}, {}
+    fixed = (np.zeros_like(coef), np.zeros_like(intercept)) if cv else None
     if n_train[0] < 1:
         raise ValueError(
             "no training spectrum is usable: every spectrum was excluded "
-            f"({_excluded_summary(acc, names)}); check the store's target and "
+            f"({_excluded_summary(raw, names)}); check the store's target and "
             "error values, or raise --max-bad-fraction"
         )
     for e, (src, k) in enumerate(per_expert):
@@ -426,19 +544,34 @@ def solve_experts(acc: dict, settings: dict) -> dict:
                 f"{settings['min_spectra']}; served by the global model"
             )
             coef[e], intercept[e], mean_x[e] = coef[0], intercept[0], mean_x[0]
+            if fixed:
+                fixed[0][e], fixed[1][e] = fixed[0][0], fixed[1][0]
             continue
-        coef[e], intercept[e], info = solve_ridge(
+        problem = (
             src["n"][k],
             src["mean_x"][k],
             src["mean_y"][k],
             stats.gram_upper(src["sxx"][k]),
             src["sxy"][k],
-            settings["alphas"][e],
-            standardize=settings["standardize"],
         )
+        coef[e], intercept[e], info = solve_ridge(
+            *problem, alphas[e], standardize=settings["standardize"]
+        )
+        if cv and not np.isfinite(chosen[e]):
+            info["reason"] = (
+                info["reason"] + "; " if info["reason"] else ""
+            ) + "fewer than 2 non-empty CV folds: fixed alpha kept"
+        if fixed:
+            fixed[0][e], fixed[1][e], _ = solve_ridge(
+                *problem, cv["alpha_fixed"], standardize=settings["standardize"]
+            )
         mean_x[e] = src["mean_x"][k]
         solver[name] = info
+    if cv:
+        cv["coef_fixed"], cv["intercept_fixed"] = fixed
     return {
+        "alpha": alphas,
+        "cv": cv,
         "coef": coef,
         "intercept": intercept,
         "mean_x": mean_x,
@@ -447,11 +580,11 @@ def solve_experts(acc: dict, settings: dict) -> dict:
         "fallback": fallback,
         "solver": solver,
         "excluded": {
-            key: dict(zip([*names, "no_snr"], acc[key].tolist()))
+            key: dict(zip([*names, "no_snr"], raw[key].tolist()))
             for key in ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
         },
-        "snr": gather_snr(acc),
-        "route_snr": gather_snr(acc, "route_snr"),
+        "snr": gather_snr(raw),
+        "route_snr": gather_snr(raw, "route_snr"),
         "seconds": time.perf_counter() - t0,
     }
 
@@ -506,6 +639,20 @@ def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
     model.train_fingerprint_ = a.get("train_fingerprint", "")
     model.timings_ = json.loads(a.get("timings", "{}"))
     model.train_snr_hist_ = (ds["train_snr_edges"].values, ds["train_snr_hist"].values)
+    model.cv_ = None
+    if "cv_mse" in ds:
+        model.cv_ = {
+            "alphas": ds["alpha_grid"].values,
+            "folds": int(a["cv_folds"]),
+            "seed": int(a["cv_seed"]),
+            "alpha_fixed": float(a["cv_alpha_fixed"]),
+            "mse": ds["cv_mse"].values,
+            "mean": ds["cv_mean"].values,
+            "se": ds["cv_se"].values,
+            "n_valid": ds["cv_n_valid"].values,
+            "coef_fixed": ds["coef_fixed"].values,
+            "intercept_fixed": ds["intercept_fixed"].values,
+        }
     model.path_ = name
     return model
 

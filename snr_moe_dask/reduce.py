@@ -26,6 +26,7 @@ import numpy as np
 from dask.base import tokenize
 
 from . import stats
+from .cv import assign_folds
 from .io import StoreRows
 from .snr import check_no_bad_pixels, compute_snr, find_bad_pixels
 
@@ -39,6 +40,8 @@ class ReduceSpec:
     max_bad_fraction: float
     precision: str
     strict: bool = False
+    n_folds: int = 1
+    cv_seed: int = 0
 
 
 def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, start: int, spec: ReduceSpec):
@@ -48,6 +51,9 @@ def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, start: int, spe
     bad = find_bad_pixels(flux, error, mask)
     snr = compute_snr(flux, error, bad)
     route = snr if spec.routing == "observed" else np.asarray(true_snr, dtype=np.float64)
+    folds = None
+    if spec.n_folds > 1:
+        folds = assign_folds(start + np.arange(len(flux)), spec.n_folds, spec.cv_seed)
     acc = stats.fold_chunk(
         acc,
         flux,
@@ -57,6 +63,8 @@ def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, start: int, spe
         edges=list(spec.edges),
         max_bad_fraction=spec.max_bad_fraction,
         precision=spec.precision,
+        folds=folds,
+        n_folds=spec.n_folds,
     )
     acc.setdefault("snr", {})[index] = snr
     if spec.routing != "observed":

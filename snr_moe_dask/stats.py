@@ -1,17 +1,20 @@
 """Per-bin sufficient statistics for ridge regression, and their merge (numpy kernels).
 
 An accumulator is a plain dict of numpy arrays, for ``n_bins`` bins,
-``n_pixels`` features and ``n_targets`` targets:
+``n_pixels`` features and ``n_targets`` targets. Its statistics are kept per
+slot: one slot per bin, or, for cross-validation with ``n_folds`` folds, one
+per (bin, fold) pair, slot ``bin * n_folds + fold``
+(``n_slots = n_bins * n_folds``):
 
 =================  =============================  ======================================
 key                shape                          meaning
 =================  =============================  ======================================
-``n``              (n_bins,)                      spectra used
-``mean_x``         (n_bins, n_pixels)             feature means
-``mean_y``         (n_bins, n_targets)            target means
-``sxx``            (n_bins, n_pixels, n_pixels)   centred X^T X (one triangle, see below)
-``sxy``            (n_bins, n_pixels, n_targets)  centred X^T y
-``syy``            (n_bins, n_targets, n_targets) centred y^T y
+``n``              (n_slots,)                     spectra used
+``mean_x``         (n_slots, n_pixels)            feature means
+``mean_y``         (n_slots, n_targets)           target means
+``sxx``            (n_slots, n_pixels, n_pixels)  centred X^T X (one triangle, see below)
+``sxy``            (n_slots, n_pixels, n_targets) centred X^T y
+``syy``            (n_slots, n_targets, n_targets) centred y^T y
 ``bad_pixels``     (n_bins + 1,)                  bad pixels in spectra used
 ``excluded_bad``   (n_bins + 1,)                  spectra over the bad-pixel limit
 ``excluded_label`` (n_bins + 1,)                  spectra with a NaN target
@@ -45,15 +48,18 @@ PRECISIONS = ("float32", "float64")
 _COUNT_KEYS = ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
 
 
-def new_accumulator(n_bins: int, n_pixels: int, n_targets: int) -> dict[str, np.ndarray]:
-    """Return an empty accumulator (all zeros)."""
+def new_accumulator(
+    n_bins: int, n_pixels: int, n_targets: int, n_folds: int = 1
+) -> dict[str, np.ndarray]:
+    """Return an empty accumulator (all zeros) with ``n_bins * n_folds`` slots."""
+    n_slots = n_bins * n_folds
     return {
-        "n": np.zeros(n_bins),
-        "mean_x": np.zeros((n_bins, n_pixels)),
-        "mean_y": np.zeros((n_bins, n_targets)),
-        "sxx": np.zeros((n_bins, n_pixels, n_pixels)),
-        "sxy": np.zeros((n_bins, n_pixels, n_targets)),
-        "syy": np.zeros((n_bins, n_targets, n_targets)),
+        "n": np.zeros(n_slots),
+        "mean_x": np.zeros((n_slots, n_pixels)),
+        "mean_y": np.zeros((n_slots, n_targets)),
+        "sxx": np.zeros((n_slots, n_pixels, n_pixels)),
+        "sxy": np.zeros((n_slots, n_pixels, n_targets)),
+        "syy": np.zeros((n_slots, n_targets, n_targets)),
         **{key: np.zeros(n_bins + 1, dtype=np.int64) for key in _COUNT_KEYS},
     }
 
@@ -210,6 +216,8 @@ def fold_chunk(
     edges: list[float],
     max_bad_fraction: float,
     precision: str,
+    folds: np.ndarray | None = None,
+    n_folds: int = 1,
 ) -> dict:
     """Fold one chunk of spectra into ``acc`` (in place) and return it.
 
@@ -231,16 +239,21 @@ def fold_chunk(
         Spectra with a larger fraction of bad pixels are excluded.
     precision : {"float32", "float64"}
         The dtype of the centred products; accumulation is always float64.
+    folds : ndarray of int, shape (m,), optional
+        Each spectrum's cross-validation fold (see :func:`snr_moe_dask.cv.assign_folds`).
+    n_folds : int
+        Number of folds; statistics are kept per (bin, fold) slot.
     """
     n_bins = len(edges) + 1
     if acc is None:
-        acc = new_accumulator(n_bins, x.shape[1], y.shape[1])
+        acc = new_accumulator(n_bins, x.shape[1], y.shape[1], n_folds)
     bins = assign_bins(route_snr, edges)
     use, counts = select_rows(bad, y, bins, n_bins, max_bad_fraction)
     for key, value in counts.items():
         acc[key] += value
-    for k in range(n_bins):
-        rows = np.flatnonzero(use & (bins == k))
+    slot_of = bins * n_folds + (0 if folds is None else folds)
+    for k in range(n_bins * n_folds):
+        rows = np.flatnonzero(use & (slot_of == k))
         if rows.size == 0:
             continue
         xc, mean_x, shift = _centred_rows(x, bad, rows, precision)
@@ -281,19 +294,35 @@ def _centred_rows(x, bad, rows, precision):
     return xc, mean, shift if shift.any() else None
 
 
+def pooled_stats(acc: dict, groups: list[list[int]]) -> dict:
+    """Return an accumulator whose slot ``g`` merges the slots ``groups[g]`` of ``acc``.
+
+    The count arrays are not carried over.
+    """
+    out = new_accumulator(len(groups), acc["mean_x"].shape[1], acc["mean_y"].shape[1])
+    for g, slots in enumerate(groups):
+        for k in slots:
+            merge_into(
+                out,
+                g,
+                acc["n"][k],
+                acc["mean_x"][k],
+                acc["mean_y"][k],
+                acc["sxx"][k],
+                acc["sxy"][k],
+                acc["syy"][k],
+            )
+    return out
+
+
 def total_stats(acc: dict) -> dict:
-    """Return the statistics of all bins together (one bin), for the global model."""
-    n_bins = acc["n"].size
-    total = new_accumulator(1, acc["mean_x"].shape[1], acc["mean_y"].shape[1])
-    for k in range(n_bins):
-        merge_into(
-            total,
-            0,
-            acc["n"][k],
-            acc["mean_x"][k],
-            acc["mean_y"][k],
-            acc["sxx"][k],
-            acc["sxy"][k],
-            acc["syy"][k],
-        )
-    return total
+    """Return the statistics of all slots together (one slot), for the global model."""
+    return pooled_stats(acc, [list(range(acc["n"].size))])
+
+
+def bin_stats(acc: dict, n_folds: int) -> dict:
+    """Return the per-bin statistics (one slot per bin) of a per-(bin, fold) accumulator."""
+    if n_folds == 1:
+        return acc
+    n_bins = acc["n"].size // n_folds
+    return pooled_stats(acc, [list(range(k * n_folds, (k + 1) * n_folds)) for k in range(n_bins)])
