@@ -7,9 +7,13 @@ command with a one-line message and exit status 2, before heavy compute.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
+import logging
+import signal
 import sys
+import threading
 import time
 
 import dask
@@ -129,7 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="model store")
     e.add_argument("test", help="test store")
     e.add_argument("--out", required=True, help="output directory")
-    e.add_argument("--routing", choices=("oracle", "observed"), default=None)
+    e.add_argument(
+        "--routing",
+        default=None,
+        help="one or more of oracle,observed,learned,soft (comma-separated; the first is "
+        "the primary result, all are compared); default: the model's fit routing",
+    )
+    e.add_argument(
+        "--gate-threshold",
+        type=float,
+        default=None,
+        help="soft routing falls back to the global model when max p < this (default 0.4)",
+    )
+    e.add_argument(
+        "--error-scale",
+        type=float,
+        default=1.0,
+        help="multiply the test store's errors by this (robustness study; default 1)",
+    )
     e.add_argument("--target", default=None, help="which of the model's targets to score")
     e.add_argument("--bootstrap", type=int, default=None, help="resamples (0 disables)")
     e.add_argument("--seed", type=int, default=None, help="bootstrap seed")
@@ -208,13 +229,95 @@ def _session(args, cluster_overrides: dict | None = None):
     for key, value in (cluster_overrides or {}).items():
         if kw.get(key) is None:
             kw[key] = value
-    with dask.config.set({"snr-moe.cluster.quiet": bool(args.quiet)}):
+    preload = [*dask.config.get("distributed.worker.preload", []), __name__]
+    settings = {"snr-moe.cluster.quiet": bool(args.quiet), "distributed.worker.preload": preload}
+    with dask.config.set(settings):
         with get_client(**kw) as client:
-            if args.performance_report:
-                with performance_report(filename=args.performance_report):
+            _CtrlC.reinstall()  # importing dask_jobqueue replaces the SIGINT handler
+            try:
+                if args.performance_report:
+                    with performance_report(filename=args.performance_report):
+                        yield client
+                else:
                     yield client
-            else:
-                yield client
+            except KeyboardInterrupt:
+                _CtrlC.caught_here()
+                _silence_shutdown()
+                raise
+
+
+def dask_setup(worker) -> None:
+    """Worker preload for the LocalCluster a command starts.
+
+    Ctrl-C reaches every process of the terminal's foreground group; the
+    command itself handles it and closes the cluster, so its workers ignore it
+    instead of each printing a traceback. A worker closed mid-task logs a
+    warning per cancelled task; on that close it is noise.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed.worker.state_machine").addFilter(_not_a_close_cancellation)
+
+
+def _not_a_close_cancellation(record: logging.LogRecord) -> bool:
+    return "ended with CancelledError" not in record.getMessage()
+
+
+class _CtrlC:
+    """Ctrl-C during one command: a KeyboardInterrupt that is not lost.
+
+    Python ignores an exception raised inside a gc callback or ``__del__``, and
+    distributed's scheduler (in this process, with a LocalCluster) runs a gc
+    callback on every collection: a Ctrl-C landing there would be dropped and
+    the command would finish and write its outputs. So the handler raises
+    KeyboardInterrupt again every 0.2 s until the command has caught it.
+    """
+
+    current: _CtrlC | None = None
+
+    def __init__(self):
+        self.caught = threading.Event()
+        self.pressed = False
+        self.previous = None
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self.handle)
+            _CtrlC.current = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.caught.set()
+        if _CtrlC.current is self:
+            signal.signal(signal.SIGINT, self.previous)
+            _CtrlC.current = None
+
+    def handle(self, signum, frame):
+        if not self.pressed and not self.caught.is_set():
+            self.pressed = True
+            _silence_shutdown()  # before the client's threads see the interrupt
+            threading.Thread(target=self._repeat, daemon=True).start()
+        raise KeyboardInterrupt
+
+    def _repeat(self) -> None:
+        while not self.caught.wait(0.2):
+            _thread.interrupt_main()
+
+    @classmethod
+    def caught_here(cls) -> None:
+        if cls.current is not None:
+            cls.current.caught.set()
+
+    @classmethod
+    def reinstall(cls) -> None:
+        if cls.current is not None:
+            signal.signal(signal.SIGINT, cls.current.handle)
+
+
+def _silence_shutdown() -> None:
+    """After Ctrl-C, closing the client cancels its pending futures: asyncio and
+    distributed would log each one with a traceback, burying the one-line message."""
+    for name in ("asyncio", "distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def _say(args, text: str) -> None:
@@ -319,6 +422,8 @@ def cmd_evaluate(args) -> int:
             bootstrap=args.bootstrap,
             seed=args.seed,
             overwrite=args.overwrite,
+            gate_threshold=args.gate_threshold,
+            error_scale=args.error_scale,
         )
     _say(args, _evaluate_summary(result, args.out))
     return 0
@@ -330,7 +435,14 @@ def _evaluate_summary(result: dict, out: str) -> str:
     return (
         f"R2 global {o['r2_global']:.4f}, MoE ({result['routing']}) {o['r2_moe']:.4f}, "
         f"delta {o['delta_r2']:+.4f} [95% CI {ci[0]:+.4f}, {ci[1]:+.4f}] on {o['n']:,} spectra"
-        f"\nwrote {out}/report.md, metrics.json, predictions.zarr, figures/"
+        + "".join(
+            f"\n  {r:>8}: R2 {e['r2']:.4f}  gate accuracy {e['accuracy']:.3f}"
+            + (f"  rho {e['rho']:.2f}" if e.get("rho") is not None else "")
+            + (f"  fallback {e['fallback_rate']:.3f}" if r == "soft" else "")
+            for r, e in result["routings"]["by_routing"].items()
+            if len(result["routings"]["by_routing"]) > 1
+        )
+        + f"\nwrote {out}/report.md, metrics.json, predictions.zarr, figures/"
     )
 
 
@@ -352,6 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``snr-moe``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _CtrlC():
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         if getattr(args, "bins", None) is not None or getattr(args, "bin_names", None) is not None:
             from .config import get_setting
@@ -364,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"snr-moe {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _CtrlC.caught_here()
         print(f"snr-moe {args.command}: interrupted; outputs left as they were", file=sys.stderr)
         return 130
 

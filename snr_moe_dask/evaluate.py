@@ -35,29 +35,63 @@ _PRED_VARS = {
     "snr": np.float64,
     "snr_observed": np.float64,
     "bin": np.int64,
+    "bin_true": np.int64,
     "used": bool,
 }
 
 
-def model_params(model: SNRBinnedRidge, routing: str, target_index: int = 0) -> dict:
-    """The small dict every evaluation task needs: coefficients and routing."""
+def pred_vars(params: dict) -> dict:
+    """The per-spectrum variables of ``predictions.zarr`` for these parameters."""
+    out = dict(_PRED_VARS)
+    for r in params["routings"]:
+        out.update({f"y_{r}": np.float64, f"bin_{r}": np.int64, f"fallback_{r}": bool})
+    if params.get("gate") is not None:
+        out.update(gate_p_max=np.float64, y_leakage=np.float64)
+    if params.get("fixed") is not None:
+        out["y_fixed_alpha"] = np.float64
+    return out
+
+
+def model_params(
+    model: SNRBinnedRidge,
+    routings: list[str],
+    target_index: int = 0,
+    *,
+    gate_threshold: float | None = None,
+    error_scale: float = 1.0,
+) -> dict:
+    """The small dict every evaluation task needs: coefficients, gate and routings."""
+    gate = getattr(model, "gate_", None)
+    needs_gate = [r for r in routings if r in ("learned", "soft")]
+    if needs_gate and gate is None:
+        raise ValueError(
+            f"routing {needs_gate} needs the model's gate, but model "
+            f"{getattr(model, 'path_', '')!r} has none; fit it with oracle routing and the "
+            "gate enabled (the default)"
+        )
+    cv = getattr(model, "cv_", None)
     return {
         "coef": model.coef_,
         "intercept": model.intercept_,
         "mean_x": model.mean_x_,
         "edges": list(model.bin_edges_),
         "bin_to_expert": model.bin_to_expert(),
-        "routing": routing,
+        "routings": list(routings),
         "target_index": target_index,
         "max_bad_fraction": float(model.max_bad_fraction_),
+        "gate": gate,
+        "gate_threshold": float(get_setting("evaluate.gate-threshold", gate_threshold)),
+        "error_scale": float(error_scale),
+        "fixed": ({"coef": cv["coef_fixed"], "intercept": cv["intercept_fixed"]} if cv else None),
     }
 
 
-def _block_tasks(model, arrays: dict, routing: str, target_index: int):
+def _block_tasks(model, arrays: dict, params: dict):
     """One ``evaluate_block`` task per chunk, sharing one key for the parameters."""
     flux = arrays["flux"].rechunk({1: -1})
     rows = flux.chunks[0]
-    params = dask.delayed(model_params(model, routing, target_index), pure=True)
+    target_index = params["target_index"]
+    params_key = dask.delayed(params, pure=True)
 
     def blocks(name, two_d=False):
         arr = arrays.get(name)
@@ -72,10 +106,10 @@ def _block_tasks(model, arrays: dict, routing: str, target_index: int):
         if y is None
         else list(y[:, target_index].rechunk((rows,)).to_delayed().ravel())
     )
-    token = tokenize(flux, routing, target_index, model.coef_)
+    token = tokenize(flux, params_key)
     tasks = [
         dask.delayed(evaluate_block, pure=True)(
-            f, e, m, yy, s, params, dask_key_name=f"evaluate-{token}-{i}"
+            f, e, m, yy, s, params_key, dask_key_name=f"evaluate-{token}-{i}"
         )
         for i, (f, e, m, yy, s) in enumerate(
             zip(
@@ -90,26 +124,30 @@ def _block_tasks(model, arrays: dict, routing: str, target_index: int):
     return tasks, rows
 
 
-def prediction_arrays(model, arrays: dict, routing: str, target_index: int = 0) -> dict:
-    """Lazy per-spectrum outputs as dask arrays: the variables of
-    ``predictions.zarr`` and ``y_moe_all`` (n, n_targets), every target routed."""
-    if routing == "oracle" and arrays.get("snr") is None:
+def _check_routings(routings: list[str], arrays_or_ds) -> None:
+    if "oracle" in routings and arrays_or_ds.get("snr") is None:
         raise ValueError(
             "oracle routing needs the store's true 'snr'; use routing='observed' "
             "to route by the median flux/error"
         )
-    return _arrays_from_tasks(
-        *_block_tasks(model, arrays, routing, target_index), model.coef_.shape[2]
-    )
 
 
-def _arrays_from_tasks(tasks: list, rows, n_targets: int) -> dict:
+def prediction_arrays(model, arrays: dict, routing: str, target_index: int = 0) -> dict:
+    """Lazy per-spectrum outputs as dask arrays: the variables of
+    ``predictions.zarr`` and ``y_moe_all`` (n, n_targets), every target routed."""
+    _check_routings([routing], arrays)
+    params = model_params(model, [routing], target_index)
+    tasks, rows = _block_tasks(model, arrays, params)
+    return _arrays_from_tasks(tasks, rows, model.coef_.shape[2], pred_vars(params))
+
+
+def _arrays_from_tasks(tasks: list, rows, n_targets: int, variables: dict) -> dict:
     """Dask arrays of the per-chunk outputs of ``evaluate_block`` tasks."""
     out = {
         name: da.concatenate(
             [da.from_delayed(t[name], shape=(m,), dtype=dtype) for t, m in zip(tasks, rows)]
         )
-        for name, dtype in _PRED_VARS.items()
+        for name, dtype in variables.items()
     }
     out["y_moe_all"] = da.concatenate(
         [
@@ -120,13 +158,24 @@ def _arrays_from_tasks(tasks: list, rows, n_targets: int) -> dict:
     return out
 
 
-def _slots(block: dict, n_bins: int) -> np.ndarray:
-    return np.where(block["used"], np.where(block["bin"] < 0, n_bins, block["bin"]), -1)
+def _slots(block: dict, n_bins: int, key: str = "bin") -> np.ndarray:
+    """Metric slot of each spectrum: its bin (``n_bins`` for none), -1 if excluded."""
+    return np.where(block["used"], np.where(block[key] < 0, n_bins, block[key]), -1)
+
+
+def _compared(block: dict, params: dict) -> dict[str, np.ndarray]:
+    """The predictions of the routing comparison, by name."""
+    preds = {"global": block["y_global"]}
+    preds.update((r, block[f"y_{r}"]) for r in params["routings"])
+    for name in ("fixed_alpha", "leakage"):
+        if f"y_{name}" in block:
+            preds[name] = block[f"y_{name}"]
+    return preds
 
 
 def _chunk_summary(
     block: dict,
-    n_bins: int,
+    params: dict,
     counts: np.ndarray | None,
     chunk: int,
     seed: int,
@@ -135,19 +184,17 @@ def _chunk_summary(
     snr_edges,
 ) -> dict:
     """Everything the client needs from one evaluated chunk (graph task)."""
+    n_bins = len(params["edges"]) + 1
     slots = _slots(block, n_bins)
     y, yg, ym = block["y_true"], block["y_global"], block["y_moe"]
     keep = slots >= 0
+    no_bin = np.where(block["bin"] < 0, n_bins, block["bin"])
     out = {
-        "sums": M.metric_sums(y, yg, ym, slots, n_bins + 1),
-        "excluded": np.bincount(
-            np.where(block["bin"] < 0, n_bins, block["bin"])[~block["used"]], minlength=n_bins + 1
+        "sums": M.metric_sums(y, {"global": yg, "moe": ym}, slots, n_bins + 1),
+        "excluded": np.bincount(no_bin[~block["used"]], minlength=n_bins + 1),
+        "bad_pixels": np.bincount(no_bin, weights=block["bad_pixels"], minlength=n_bins + 1).astype(
+            np.int64
         ),
-        "bad_pixels": np.bincount(
-            np.where(block["bin"] < 0, n_bins, block["bin"]),
-            weights=block["bad_pixels"],
-            minlength=n_bins + 1,
-        ).astype(np.int64),
         "snr_hist": np.histogram(
             np.clip(block["snr"][np.isfinite(block["snr"])], snr_edges[0], snr_edges[-1]),
             bins=snr_edges,
@@ -157,16 +204,38 @@ def _chunk_summary(
         out[f"count_{name}"], out[f"snr_sum_{name}"] = M.hist2d_sums(
             y, pred, block["snr"], keep, true_edges, pred_edges
         )
+    # The routing comparison: every routing scored on the same spectra, grouped by
+    # their true bin when the store knows it.
+    ref_slots = _slots(block, n_bins, "bin_true") if params["by_true"] else slots
+    compared = _compared(block, params)
+    out["route_sums"] = M.metric_sums(y, compared, ref_slots, n_bins + 1)
+    known = block["used"] & (block["bin_true"] >= 0)
+    out["confusion"] = {}
+    out["fallback"] = {}
+    for r in params["routings"]:
+        routed = np.where(block[f"bin_{r}"] < 0, n_bins, block[f"bin_{r}"])
+        cells = block["bin_true"][known] * (n_bins + 1) + routed[known]
+        out["confusion"][r] = np.bincount(cells, minlength=n_bins * (n_bins + 1)).reshape(
+            n_bins, n_bins + 1
+        )
+        out["fallback"][r] = np.array([(block[f"fallback_{r}"] & block["used"]).sum()])
     if counts is not None:
+        boot_preds = [yg] + [block[f"y_{r}"] for r in params["routings"]]
         out["boot"] = M.bootstrap_sums(
-            counts, y, yg, ym, slots, n_bins + 1, seed=seed, chunk_index=chunk
+            counts, y, boot_preds, slots, n_bins + 1, seed=seed, chunk_index=chunk
         )
     return out
 
 
 def _merge_summaries(a: dict, b: dict) -> dict:
-    out = {k: a[k] + b[k] for k in a if k != "sums"}
-    out["sums"] = M.merge_metric_sums(a["sums"], b["sums"])
+    out = {}
+    for key, value in a.items():
+        if key in ("sums", "route_sums"):
+            out[key] = M.merge_metric_sums(value, b[key])
+        elif isinstance(value, dict):
+            out[key] = {k: v + b[key][k] for k, v in value.items()}
+        else:
+            out[key] = value + b[key]
     return out
 
 
@@ -197,19 +266,52 @@ def evaluate_model(
         return evaluate_into(model, ds, tmp, test_name=test_name, **settings)
 
 
+def parse_routings(routing, default: str) -> list[str]:
+    """``"oracle,soft"`` or a list, to a list of known routings without repeats."""
+    from .gate import ROUTINGS
+
+    if routing is None:
+        routing = default
+    names = routing.split(",") if isinstance(routing, str) else list(routing)
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    unknown = [n for n in names if n not in ROUTINGS]
+    if unknown or not names:
+        raise ValueError(f"routing must be among {list(ROUTINGS)}; got {routing!r}")
+    return names
+
+
 def prepare_evaluation(
-    model, test, *, routing=None, target=None, bootstrap=None, seed=None, report=True, extra=None
+    model,
+    test,
+    *,
+    routing=None,
+    target=None,
+    bootstrap=None,
+    seed=None,
+    report=True,
+    extra=None,
+    gate_threshold=None,
+    error_scale=1.0,
 ):
-    """Resolve settings, load the model and open and check the test store (no compute)."""
+    """Resolve settings, load the model and open and check the test store (no compute).
+
+    ``routing`` is one routing or several (``"oracle,observed,learned,soft"``);
+    the first is the primary one, whose predictions and per-bin metrics are
+    the main result, and all are compared side by side.
+    """
     if not isinstance(model, SNRBinnedRidge):
         model = load_model(model)
-    routing = routing or model.routing_
-    if routing not in ("oracle", "observed"):
-        raise ValueError(f"routing must be 'oracle' or 'observed'; got {routing!r}")
+    routings = parse_routings(routing, model.routing_)
     target = target or model.targets_[0]
     if target not in model.targets_:
         raise ValueError(f"target {target!r} is not one the model predicts ({model.targets_})")
-    require = [target] + (["snr"] if routing == "oracle" else [])
+    if not (np.isfinite(error_scale) and error_scale > 0):
+        raise ValueError(f"error_scale must be a positive number; got {error_scale!r}")
+    threshold = float(get_setting("evaluate.gate-threshold", gate_threshold))
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"gate threshold must be in [0, 1]; got {threshold}")
+    model_params(model, routings, gate_threshold=threshold)  # the gate is there if needed
+    require = [target] + (["snr"] if "oracle" in routings else [])
     if isinstance(test, xr.Dataset):
         test_name = test.encoding.get("source", "<in-memory dataset>")
         from .io import validate_spectra
@@ -221,7 +323,9 @@ def prepare_evaluation(
         ds = open_spectra(test, require=require)
     check_compatible(model, ds, test_name)
     settings = {
-        "routing": routing,
+        "routings": routings,
+        "gate_threshold": threshold,
+        "error_scale": float(error_scale),
         "target": target,
         "bootstrap": int(get_setting("evaluate.bootstrap", bootstrap)),
         "seed": int(get_setting("evaluate.seed", seed)),
@@ -239,12 +343,14 @@ def evaluate_into(
     directory: Path,
     *,
     test_name: str,
-    routing: str,
+    routings: list[str],
     target: str,
     bootstrap: int,
     seed: int,
     report: bool = True,
     extra: dict | None = None,
+    gate_threshold: float | None = None,
+    error_scale: float = 1.0,
 ) -> dict:
     """Run the evaluation graph and write its outputs into an existing directory.
 
@@ -255,7 +361,8 @@ def evaluate_into(
         A validated test store.
     directory : Path
     test_name : str
-    routing : {"oracle", "observed"}
+    routings : list of {"oracle", "observed", "learned", "soft"}
+        The first is the primary routing.
     target : str
         Which of the model's targets to score.
     bootstrap : int
@@ -266,6 +373,10 @@ def evaluate_into(
         Write figures and ``report.md``.
     extra : dict, optional
         Merged into metrics.json (``timings`` are merged with the evaluation's).
+    gate_threshold : float, optional
+        Soft routing falls back to the global model below this max probability.
+    error_scale : float
+        Multiply the test errors by this (the gate's robustness study).
     """
     t0 = time.perf_counter()
     target_index = model.targets_.index(target)
@@ -284,9 +395,13 @@ def evaluate_into(
             axis=1,
         ),
     }
-    tasks, rows = _block_tasks(model, arrays, routing, target_index)
-    preds = _arrays_from_tasks(tasks, rows, model.coef_.shape[2])
-    n_bins = len(model.bin_names_)
+    params = model_params(
+        model, routings, target_index, gate_threshold=gate_threshold, error_scale=error_scale
+    )
+    params["by_true"] = "snr" in ds  # compare routings within true bins when known
+    variables = pred_vars(params)
+    tasks, rows = _block_tasks(model, arrays, params)
+    preds = _arrays_from_tasks(tasks, rows, model.coef_.shape[2], variables)
     y_lo, y_hi = (
         float(v) for v in dask.compute(da.nanmin(ds[target].data), da.nanmax(ds[target].data))
     )
@@ -300,7 +415,7 @@ def evaluate_into(
     summaries = [
         dask.delayed(_chunk_summary, pure=True)(
             t,
-            n_bins,
+            params,
             None if counts is None else counts[:, i],
             i,
             seed,
@@ -312,10 +427,11 @@ def evaluate_into(
         for i, t in enumerate(tasks)
     ]
     total = pairwise_tree(summaries, _merge_summaries, f"merge-summary-{token}")
-    pred_ds = xr.Dataset({k: ((SPECTRUM,), preds[k]) for k in _PRED_VARS})
+    pred_ds = xr.Dataset({k: ((SPECTRUM,), preds[k]) for k in variables})
     pred_ds.attrs.update(
         target=target,
-        routing=routing,
+        routing=routings[0],
+        routings=routings,
         model=str(getattr(model, "path_", "")),
         test_store=str(test_name),
     )
@@ -323,9 +439,7 @@ def evaluate_into(
         directory / "predictions.zarr", mode="w", zarr_format=3, consolidated=False, compute=False
     )
     _, summary = run_graph(store, total, label="evaluate: predictions and metrics")
-    result = summarize(
-        model, summary, routing=routing, target=target, n_resamples=bootstrap, seed=seed
-    )
+    result = summarize(model, summary, params, target=target, n_resamples=bootstrap, seed=seed)
     result.update(
         test_store=str(test_name),
         model=str(getattr(model, "path_", "")),
@@ -383,9 +497,10 @@ def check_compatible(model: SNRBinnedRidge, ds: xr.Dataset, test_name: str) -> N
 
 
 def summarize(
-    model, summary: dict, *, routing: str, target: str, n_resamples: int, seed: int
+    model, summary: dict, params: dict, *, target: str, n_resamples: int, seed: int
 ) -> dict:
     """Turn the merged chunk summaries into the metrics.json structure."""
+    routings = params["routings"]
     names = list(model.bin_names_)
     n_bins = len(names)
     sums = summary["sums"]
@@ -396,7 +511,8 @@ def summarize(
     if n_resamples:
         boot = summary["boot"]
         groups = np.concatenate([boot.sum(axis=1, keepdims=True), boot[:, :n_bins]], axis=1)
-        deltas = M.bootstrap_delta_r2(groups)
+        gains = M.bootstrap_delta_r2(groups)  # (resamples, groups, routings)
+        deltas = gains[..., 0]
         ci["overall"] = M.percentile_ci(deltas[:, 0])
         for k, name in enumerate(names):
             ci[name] = M.percentile_ci(deltas[:, k + 1])
@@ -430,7 +546,7 @@ def summarize(
     alpha = {e: float(a) for e, a in zip(model.experts_, model.alpha_)}
     return {
         "target": target,
-        "routing": routing,
+        "routing": routings[0],
         "precision": model.precision_,
         "alpha": alpha,
         "coverage": n_served_by_expert / overall["n"] if overall["n"] else float("nan"),
@@ -449,4 +565,103 @@ def summarize(
         },
         "solvers": model.solver_,
         "fallback": model.fallback_,
+        "routings": routing_comparison(model, summary, params, gains if n_resamples else None),
+        **({"alpha_cv": alpha_comparison(model, summary, params)} if params.get("fixed") else {}),
+    }
+
+
+def routing_comparison(model, summary: dict, params: dict, gains) -> dict:
+    """The ``routings`` section of metrics.json: every routing on the same spectra.
+
+    R^2 overall and per true bin, gate accuracy and the confusion matrix of
+    true vs routed bin (rows: true bin; columns: routed bin, then "none"),
+    fallback rate, rho = (R^2 - R^2_global) / (R^2_oracle - R^2_global)
+    with its bootstrap CI, and the gate features' leakage R^2.
+    """
+    names = list(model.bin_names_)
+    n_bins = len(names)
+    sums = summary["route_sums"]
+    overall = M.finalize(M.pool_slots(sums, list(range(n_bins + 1))))
+    per_bin = [M.finalize({k: float(v[b]) for k, v in sums.items()}) for b in range(n_bins)]
+    routings = params["routings"]
+    r2_global = overall["r2_global"]
+    r2_oracle = overall.get("r2_oracle")
+    out: dict = {
+        "grouped_by": "true bin" if params.get("by_true") else f"{routings[0]} bin",
+        "n": overall["n"],
+        "r2_global": r2_global,
+        "r2_global_bins": {nm: m["r2_global"] for nm, m in zip(names, per_bin)},
+        "by_routing": {},
+    }
+    for j, r in enumerate(routings):
+        conf = summary["confusion"][r]
+        known = int(conf.sum())
+        entry = {
+            "r2": overall[f"r2_{r}"],
+            "delta_r2": overall[f"r2_{r}"] - r2_global,
+            "r2_bins": {nm: m[f"r2_{r}"] for nm, m in zip(names, per_bin)},
+            "mae": overall[f"mae_{r}"],
+            "rmse": overall[f"rmse_{r}"],
+            "accuracy": float(np.trace(conf[:, :n_bins]) / known) if known else float("nan"),
+            "confusion": conf.tolist(),
+            "confusion_columns": [*names, "none"],
+            "fallback_rate": float(summary["fallback"][r][0] / overall["n"])
+            if overall["n"]
+            else float("nan"),
+        }
+        if r2_oracle is not None:
+            gain_oracle = r2_oracle - r2_global
+            entry["rho"] = (overall[f"r2_{r}"] - r2_global) / gain_oracle if gain_oracle else None
+            if gains is not None:
+                o = routings.index("oracle")
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rho = gains[:, 0, j] / gains[:, 0, o]
+                entry["rho_ci95"] = M.percentile_ci(rho)
+        out["by_routing"][r] = entry
+    gate = params.get("gate")
+    if gate is not None:
+        leak = overall["r2_leakage"]
+        out["gate"] = {
+            "feature_set": gate["feature_set"],
+            "features": list(gate["features"]),
+            "threshold": params["gate_threshold"],
+            "train_accuracy": gate["train_accuracy"],
+            "n_train": gate["n_train"],
+            "leakage_r2_test": leak,
+            "leakage_r2_train": gate["leak_r2_train"],
+            "leakage_flag": bool(leak > LEAKAGE_LIMIT),
+            "leakage_limit": LEAKAGE_LIMIT,
+        }
+    out["error_scale"] = params["error_scale"]
+    return out
+
+
+LEAKAGE_LIMIT = 0.05
+
+
+def alpha_comparison(model, summary: dict, params: dict) -> dict:
+    """The CV-chosen alphas against the fixed alpha on the test set, both routed by
+    the primary routing, overall and per bin (the ``alpha_cv`` section)."""
+    names = list(model.bin_names_)
+    sums = summary["route_sums"]
+    primary = params["routings"][0]
+    overall = M.finalize(M.pool_slots(sums, list(range(len(names) + 1))))
+    per_bin = [M.finalize({k: float(v[b]) for k, v in sums.items()}) for b in range(len(names))]
+    cv = model.cv_
+    best = {e: float(a) for e, a in zip(model.experts_, model.alpha_)}
+    return {
+        "alpha_fixed": cv["alpha_fixed"],
+        "alpha_cv": best,
+        "folds": cv["folds"],
+        "grid": [float(a) for a in cv["alphas"]],
+        "curves": {
+            e: {"mean_mse": cv["mean"][i].tolist(), "se": cv["se"][i].tolist()}
+            for i, e in enumerate(model.experts_)
+        },
+        "r2_fixed": overall["r2_fixed_alpha"],
+        "r2_cv": overall[f"r2_{primary}"],
+        "bins": {
+            nm: {"r2_fixed": m["r2_fixed_alpha"], "r2_cv": m[f"r2_{primary}"]}
+            for nm, m in zip(names, per_bin)
+        },
     }

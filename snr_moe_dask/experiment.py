@@ -58,7 +58,12 @@ SCHEMA: dict[str, dict[str, object]] = {
         "partitions": int,
         "strict": bool,
     },
-    "evaluate": {"bootstrap": int, "seed": int},
+    "evaluate": {
+        "bootstrap": int,
+        "seed": int,
+        "routings": (str, list),
+        "gate_threshold": _NUM,
+    },
     "cluster": {
         "kind": str,
         "workers": int,
@@ -247,6 +252,8 @@ def run_experiment(
             data["test_store"],
             bootstrap=evaluate.get("bootstrap"),
             seed=evaluate.get("seed"),
+            routing=evaluate.get("routings"),
+            gate_threshold=evaluate.get("gate_threshold"),
             extra={"timings": timings, "config": _public(exp), "experiment": exp["name"]},
         )
         result = evaluate_into(model, ds, tmp, test_name=test_name, **eval_settings)

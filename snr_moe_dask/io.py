@@ -15,11 +15,15 @@ The store schema
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import functools
 import hashlib
+import itertools
 import json
 import os
 import shutil
+import sys
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
@@ -27,8 +31,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.base import tokenize
 
 SPECTRUM = "spectrum"
 WAVELENGTH = "wavelength"
@@ -76,13 +82,92 @@ def open_spectra(path: str | os.PathLike, *, require: Iterable[str] = ()) -> xr.
         with warnings.catch_warnings():
             # Zarr format 3 stores are written without consolidated metadata.
             warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
-            ds = xr.open_zarr(name, chunks={}, consolidated=None)
+            ds = xr.open_dataset(name, engine="zarr", chunks=None, consolidated=None, cache=False)
     except Exception as exc:  # zarr raises many types; re-raise with the store named
         raise StoreError(
             f"cannot open spectra store {name!r} as Zarr: {type(exc).__name__}: {exc}"
         ) from exc
+    ds = _chunk_by_store(ds, name)
     validate_spectra(ds, name, require=require)
     return ds
+
+
+def _chunk_by_store(ds: xr.Dataset, name: str) -> xr.Dataset:
+    """Back each data variable by a dask array with the store's chunks, whose read
+    tasks name the store, the variable and the chunk when a chunk cannot be read."""
+    token = store_fingerprint(name)
+    for var in list(ds.data_vars):
+        v = ds[var].variable
+        if v.ndim == 0:
+            continue
+        preferred = v.encoding.get("preferred_chunks", {})
+        chunks = tuple(preferred.get(dim, size) for dim, size in zip(v.dims, v.shape))
+        data = da.from_array(
+            _ChunkReader(v, name, str(var)),
+            chunks=chunks,
+            name=f"open_spectra-{var}-{tokenize(name, str(var), token)}",
+            lock=False,
+            asarray=False,
+            meta=np.empty((0,) * v.ndim, dtype=v.dtype),
+        )
+        ds[var] = ds[var].copy(data=data)
+    return ds
+
+
+class _ChunkReader:
+    """An array-like over one lazily opened variable, for ``dask.array.from_array``.
+
+    A damaged chunk fails with a :class:`StoreError` naming the store, the
+    variable, the spectra and the chunk key, instead of whatever the codec
+    raised from somewhere inside zarr.
+    """
+
+    def __init__(self, variable: xr.Variable, store: str, name: str):
+        self.variable = variable
+        self.store = store
+        self.name = name
+        self.shape = variable.shape
+        self.dtype = variable.dtype
+        self.ndim = variable.ndim
+
+    def __getitem__(self, key):
+        try:
+            return np.asarray(self.variable[key].values)
+        except Exception as exc:  # any codec or zarr failure: say where
+            dims = self.variable.dims
+            rows = key[dims.index(SPECTRUM)] if SPECTRUM in dims else slice(None)
+            raise read_error(self.store, self.name, rows, exc, key) from exc
+
+
+def read_error(store: str, var: str, rows: slice, exc: BaseException, key=None) -> StoreError:
+    """The error for a chunk that cannot be read: one line naming the store, the
+    variable, the spectra and the chunk key(s)."""
+    start, stop = rows.start or 0, rows.stop
+    where = f"spectra {start}-{stop - 1}" if stop is not None else "all spectra"
+    keys = _chunk_keys(store, var, key if key is not None else (rows,))
+    if keys:
+        where += f", chunk{'s' if len(keys) > 1 else ''} " + ", ".join(map(repr, keys))
+    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return StoreError(
+        f"cannot read variable {var!r} of store {store!r} ({where}): {detail}; "
+        "the chunk is damaged or truncated: restore the store from a copy or "
+        "regenerate it (`snr-moe generate`)"
+    )
+
+
+def _chunk_keys(store: str, var: str, key: tuple) -> list[str]:
+    """The keys of the stored chunks that ``key`` (a tuple of slices) touches, e.g.
+    ``['flux/c/1/0']``; empty if they cannot be worked out."""
+    try:
+        arr = _open_group(store)[var]
+        ranges = []
+        for i, (size, chunk) in enumerate(zip(arr.shape, arr.chunks)):
+            s = key[i] if i < len(key) else slice(None)
+            lo, hi, _ = s.indices(size)
+            ranges.append(range(lo // chunk, max(hi - 1, lo) // chunk + 1))
+        return [f"{var}/{arr.metadata.encode_chunk_key(idx)}" for idx in itertools.product(*ranges)]
+    except Exception:  # only decoration for an error message already being raised
+        return []
 
 
 def validate_spectra(ds: xr.Dataset, name: str, *, require: Iterable[str] = ()) -> None:
@@ -193,8 +278,12 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     """Yield a temporary sibling of ``path``; on success, rename it into place.
 
     On error the temporary is removed and any previous output is untouched.
-    The old output is moved aside first and removed only once the new one
-    is in place, so a crash never leaves neither.
+    A previous output is swapped with the new one in one step where the file
+    system can (Linux ``renameat2(RENAME_EXCHANGE)``), so a crash at any moment
+    leaves the old output or the new one under the name. Elsewhere the old one
+    is moved aside first and removed once the new one is in place: a crash
+    between the two renames leaves it as the hidden sibling ``.NAME.old-*``.
+    A run killed before the swap leaves its temporary ``.NAME.tmp-*`` behind.
     """
     final = check_output(path, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +293,9 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     except BaseException:
         _remove(tmp)
         raise
+    if final.exists() and _exchange(tmp, final):
+        _remove(tmp)  # now the previous output
+        return
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
@@ -211,6 +303,36 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     os.replace(tmp, final)
     if old is not None:
         _remove(old)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically; False where the platform or file system
+    cannot (then nothing has changed)."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False  # e.g. NFS or a kernel without it; os.replace reports real errors
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+@functools.cache
+def _renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    func = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
+    if func is not None:
+        path, fd = ctypes.c_char_p, ctypes.c_int
+        func.argtypes = [fd, path, fd, path, ctypes.c_uint]
+        func.restype = ctypes.c_int
+    return func
 
 
 def _remove(path: Path) -> None:
@@ -260,25 +382,31 @@ class StoreRows:
 
     def read(self) -> dict[str, np.ndarray]:
         """Return ``flux``, ``error``, ``y`` (m, n_targets) and, if present, ``snr``, ``mask``."""
-        group = _open_group(self.path)
-        rows = slice(self.start, self.stop)
         try:
-            out = {
-                "flux": group["flux"][rows],
-                "error": group["error"][rows],
-                "y": np.column_stack([group[t][rows] for t in self.targets])
-                if self.targets
-                else np.zeros((self.stop - self.start, 0)),
-            }
-            if self.with_snr:
-                out["snr"] = group["snr"][rows]
-            if self.with_mask:
-                out["mask"] = group["mask"][rows]
-        except Exception as exc:  # name the store and the rows, whatever zarr raised
+            group = _open_group(self.path)
+        except Exception as exc:  # zarr raises many types; name the store
             raise StoreError(
-                f"cannot read spectra {self.start}-{self.stop - 1} of store {self.path!r}: "
-                f"{type(exc).__name__}: {exc}"
+                f"cannot open spectra store {self.path!r} as Zarr: {type(exc).__name__}: {exc}"
             ) from exc
+        rows = slice(self.start, self.stop)
+
+        def read(var: str) -> np.ndarray:
+            try:
+                return group[var][rows]
+            except Exception as exc:  # name the store, variable and chunk, whatever zarr raised
+                raise read_error(self.path, var, rows, exc) from exc
+
+        out = {
+            "flux": read("flux"),
+            "error": read("error"),
+            "y": np.column_stack([read(t) for t in self.targets])
+            if self.targets
+            else np.zeros((self.stop - self.start, 0)),
+        }
+        if self.with_snr:
+            out["snr"] = read("snr")
+        if self.with_mask:
+            out["mask"] = read("mask")
         return out
 
 

@@ -13,29 +13,32 @@ from __future__ import annotations
 
 import numpy as np
 
-_SUM_KEYS = ("sse_global", "sse_moe", "sae_global", "sae_moe")
+_MOMENT_KEYS = ("n", "mean", "m2")
 
 
 def metric_sums(
-    y: np.ndarray, y_global: np.ndarray, y_moe: np.ndarray, slots: np.ndarray, n_slots: int
+    y: np.ndarray, preds: dict[str, np.ndarray], slots: np.ndarray, n_slots: int
 ) -> dict[str, np.ndarray]:
     """Reduce one chunk to per-slot sums.
 
     Parameters
     ----------
-    y, y_global, y_moe : ndarray of shape (m,)
-        Truth and the two predictions; rows that are excluded have ``slots == -1``.
+    y : ndarray of shape (m,)
+        Truth; rows that are excluded have ``slots == -1``.
+    preds : dict of str to ndarray of shape (m,)
+        Named predictions, e.g. ``{"global": ..., "moe": ...}``.
     slots : ndarray of int, shape (m,)
     n_slots : int
 
     Returns
     -------
     dict of str to ndarray of shape (n_slots,)
-        ``n``, ``mean`` and ``m2`` of y (sum of squared deviations), and the
-        sums of squared and absolute errors of both models.
+        ``n``, ``mean`` and ``m2`` of y (sum of squared deviations), and
+        ``sse_<name>`` and ``sae_<name>``, the sums of squared and absolute
+        errors of each prediction.
     """
     keep = slots >= 0
-    s, y, yg, ym = slots[keep], y[keep], y_global[keep], y_moe[keep]
+    s, y = slots[keep], y[keep]
     n = np.bincount(s, minlength=n_slots).astype(np.float64)
     total = np.bincount(s, weights=y, minlength=n_slots)
     mean = np.divide(total, n, out=np.zeros(n_slots), where=n > 0)
@@ -43,12 +46,17 @@ def metric_sums(
         "n": n,
         "mean": mean,
         "m2": np.bincount(s, weights=(y - mean[s]) ** 2, minlength=n_slots),
-        "sse_global": np.bincount(s, weights=(y - yg) ** 2, minlength=n_slots),
-        "sse_moe": np.bincount(s, weights=(y - ym) ** 2, minlength=n_slots),
-        "sae_global": np.bincount(s, weights=np.abs(y - yg), minlength=n_slots),
-        "sae_moe": np.bincount(s, weights=np.abs(y - ym), minlength=n_slots),
     }
+    for name, pred in preds.items():
+        err = y - pred[keep]
+        out[f"sse_{name}"] = np.bincount(s, weights=err**2, minlength=n_slots)
+        out[f"sae_{name}"] = np.bincount(s, weights=np.abs(err), minlength=n_slots)
     return out
+
+
+def model_names(sums: dict) -> list[str]:
+    """The names of the predictions in a set of sums, in order."""
+    return [k[4:] for k in sums if k.startswith("sse_")]
 
 
 def merge_metric_sums(a: dict, b: dict) -> dict:
@@ -61,7 +69,7 @@ def merge_metric_sums(a: dict, b: dict) -> dict:
         "mean": a["mean"] + delta * frac,
         "m2": a["m2"] + b["m2"] + delta**2 * a["n"] * frac,
     }
-    out.update({k: a[k] + b[k] for k in _SUM_KEYS})
+    out.update({k: a[k] + b[k] for k in a if k not in _MOMENT_KEYS})
     return out
 
 
@@ -74,7 +82,8 @@ def pool_slots(sums: dict, slots: list[int]) -> dict:
 
 
 def finalize(sums: dict) -> dict:
-    """Return R^2, MAE and RMSE of both models from one slot's sums.
+    """Return R^2, MAE and RMSE of each prediction from one slot's sums
+    (``r2_<name>``, ``mae_<name>``, ``rmse_<name>``).
 
     R^2 follows ``sklearn.metrics.r2_score``: 1 - SSE / SS_tot, with 1.0 for
     a perfect fit of constant truth and 0.0 for an imperfect one; NaN when
@@ -82,7 +91,7 @@ def finalize(sums: dict) -> dict:
     """
     n = sums["n"]
     out = {"n": int(n)}
-    for model in ("global", "moe"):
+    for model in model_names(sums):
         sse, sae = sums[f"sse_{model}"], sums[f"sae_{model}"]
         out[f"r2_{model}"] = _r2(sse, sums["m2"], n)
         out[f"mae_{model}"] = sae / n if n > 0 else float("nan")
@@ -120,8 +129,7 @@ def draw_chunk_counts(n_per_chunk: list[int], n_resamples: int, seed: int) -> np
 def bootstrap_sums(
     counts: np.ndarray,
     y: np.ndarray,
-    y_global: np.ndarray,
-    y_moe: np.ndarray,
+    preds: list[np.ndarray],
     slots: np.ndarray,
     n_slots: int,
     *,
@@ -134,27 +142,24 @@ def bootstrap_sums(
     ----------
     counts : ndarray of int, shape (n_resamples,)
         Draws falling in this chunk per resample.
+    y : ndarray of shape (m,)
+    preds : list of ndarray of shape (m,)
+        The predictions compared (the first is the reference, e.g. global).
 
     Returns
     -------
-    ndarray of shape (n_resamples, n_slots, 5)
-        Sums of w, w*y, w*y^2, w*(y - y_global)^2 and w*(y - y_moe)^2.
+    ndarray of shape (n_resamples, n_slots, 3 + len(preds))
+        Sums of w, w*y, w*y^2, and w*(y - pred)^2 for each prediction.
     """
     m = y.size
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, chunk_index)))
     weights = rng.multinomial(counts, np.full(m, 1.0 / m)) if m else np.zeros((counts.size, 0))
     keep = slots >= 0
-    values = np.zeros((m, 5))
+    values = np.zeros((m, 3 + len(preds)))
     values[keep] = np.column_stack(
-        [
-            np.ones(keep.sum()),
-            y[keep],
-            y[keep] ** 2,
-            (y[keep] - y_global[keep]) ** 2,
-            (y[keep] - y_moe[keep]) ** 2,
-        ]
+        [np.ones(keep.sum()), y[keep], y[keep] ** 2, *((y[keep] - p[keep]) ** 2 for p in preds)]
     )
-    out = np.zeros((counts.size, n_slots, 5))
+    out = np.zeros((counts.size, n_slots, values.shape[1]))
     for s in range(n_slots):
         rows = np.flatnonzero(slots == s)
         if rows.size:
@@ -163,21 +168,24 @@ def bootstrap_sums(
 
 
 def bootstrap_delta_r2(sums: np.ndarray) -> np.ndarray:
-    """Delta R^2 (MoE minus global) per resample from summed weighted sums.
+    """R^2 gain of each prediction over the first, per resample, from summed weighted sums.
 
     Parameters
     ----------
-    sums : ndarray of shape (n_resamples, n_groups, 5)
+    sums : ndarray of shape (n_resamples, n_groups, 3 + n_preds)
+        From :func:`bootstrap_sums`.
 
     Returns
     -------
-    ndarray of shape (n_resamples, n_groups); NaN where undefined.
+    ndarray of shape (n_resamples, n_groups, n_preds - 1)
+        R^2 of prediction j + 1 minus R^2 of prediction 0; NaN where undefined.
     """
-    w, wy, wy2, sse_g, sse_m = np.moveaxis(sums, -1, 0)
+    w, wy, wy2 = sums[..., 0], sums[..., 1], sums[..., 2]
+    sse = sums[..., 3:]
     with np.errstate(invalid="ignore", divide="ignore"):
         ss_tot = wy2 - wy**2 / w
-        delta = (sse_g - sse_m) / ss_tot
-    delta[(w < 2) | ~(ss_tot > 0)] = np.nan
+        delta = (sse[..., :1] - sse[..., 1:]) / ss_tot[..., None]
+    delta[((w < 2) | ~(ss_tot > 0))] = np.nan
     return delta
 
 

@@ -32,7 +32,7 @@ from .io import (
     store_fingerprint,
     store_row_chunks,
 )
-from .reduce import ReduceSpec, array_chunks, build_fit_graph, gather_snr, store_chunks
+from .reduce import ReduceSpec, array_chunks, build_fit_graph, gather, store_chunks
 from .solve import solve_ridge
 
 MODEL_FORMAT_VERSION = 1
@@ -78,6 +78,12 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         Number of folds for ``alpha="cv"``. Default ``snr-moe.fit.cv.folds`` (5).
     cv_seed : int, optional
         Seed of the fold assignment. Default ``snr-moe.fit.cv.seed`` (0).
+    gate : bool or str, optional
+        Also train the deployable gate (:mod:`snr_moe_dask.gate`) on quality
+        features, in the same pass; a string names the feature set
+        (``"snr"`` or ``"error"``, see :mod:`snr_moe_dask.quality`). Needs
+        oracle routing (the gate learns the true SNR bin). Default
+        ``snr-moe.fit.gate.enabled`` with ``snr-moe.fit.gate.features``.
 
     Attributes
     ----------
@@ -106,6 +112,8 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         ``folds``, ``seed``, and the fixed-alpha solution from the same
         statistics for comparison (``alpha_fixed``, ``coef_fixed``,
         ``intercept_fixed``).
+    gate_ : dict or None
+        The trained gate (see :func:`snr_moe_dask.gate.fit_gate`), or None.
     n_features_in_ : int
     """
 
@@ -125,6 +133,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         alphas=None,
         cv=None,
         cv_seed=None,
+        gate=None,
     ):
         self.alpha = alpha
         self.bins = bins
@@ -140,6 +149,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         self.alphas = alphas
         self.cv = cv
         self.cv_seed = cv_seed
+        self.gate = gate
 
     # ------------------------------------------------------------------ settings
 
@@ -161,7 +171,22 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         if not 0 <= max_bad <= 1:
             raise ValueError(f"max_bad_fraction must be in [0, 1]; got {max_bad}")
         alphas, cv = self._alphas(names)
+        gate = get_setting("fit.gate.enabled", self.gate)
+        if gate and routing != "oracle" and self.gate:
+            raise ValueError(
+                "gate=True needs oracle routing: the gate learns each spectrum's true SNR bin"
+            )
+        gate = gate and routing == "oracle"
+        if gate:
+            from .quality import FEATURE_SETS
+
+            gate = self.gate if isinstance(self.gate, str) else get_setting("fit.gate.features")
+            if gate not in FEATURE_SETS:
+                raise ValueError(
+                    f"gate feature set must be one of {list(FEATURE_SETS)}; got {gate!r}"
+                )
         return {
+            "gate": gate or "",
             "cv": cv,
             "edges": edges,
             "names": names,
@@ -261,6 +286,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             strict=bool(get_setting("fit.strict", self.strict)),
             n_folds=settings["cv"]["folds"] if settings["cv"] else 1,
             cv_seed=settings["cv"]["seed"] if settings["cv"] else 0,
+            gate=settings["gate"],
         )
         if isinstance(X, str | os.PathLike):
             source = str(X)
@@ -287,7 +313,11 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         partitions = self.partitions or get_setting("fit.partitions") or _default_partitions()
         total, _ = build_fit_graph(chunks, spec=spec, partitions=int(partitions))
         solved = dask.delayed(solve_experts, pure=True)(total, settings, cv_graph(total, settings))
-        (solved,) = run_graph(solved, label="fit: one pass over the spectra, then the solve")
+        tasks = [solved]
+        if settings["gate"]:
+            tasks.append(dask.delayed(train_gate, pure=True)(total, settings))
+        solved, *gate = run_graph(*tasks, label="fit: one pass over the spectra, then the solve")
+        self.gate_ = gate[0] if gate else None
         snr_values = solved["snr"]
         self.route_snr_ = solved["route_snr"]
         elapsed = time.perf_counter() - t0
@@ -423,6 +453,29 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             train_fingerprint=self.train_fingerprint_,
             timings=json.dumps(self.timings_),
         )
+        gate = getattr(self, "gate_", None)
+        if gate:
+            ds = ds.assign_coords(
+                gate_feature=("gate_feature", np.array(gate["features"], dtype=object))
+            )
+            ds["gate_mean"] = (("gate_feature",), gate["mean"])
+            ds["gate_scale"] = (("gate_feature",), gate["scale"])
+            ds["gate_coef"] = (("bin", "gate_feature"), gate["coef"])
+            ds["gate_intercept"] = (("bin",), gate["intercept"])
+            ds["gate_leak_coef"] = (("gate_feature",), gate["leak_coef"])
+            ds.attrs["gate"] = json.dumps(
+                {
+                    k: gate[k]
+                    for k in (
+                        "leak_intercept",
+                        "n_train",
+                        "train_accuracy",
+                        "leak_r2_train",
+                        "feature_set",
+                    )
+                }
+                | {"classes": [int(c) for c in gate["classes"]]}
+            )
         cv = getattr(self, "cv_", None)
         if cv:
             ds = ds.assign_coords(alpha_grid=("alpha_grid", cv["alphas"]))
@@ -440,16 +493,34 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the model to a Zarr store atomically (temporary path, then rename)."""
         ds = self.to_dataset()
-        # The histogram of the SNR that routed the training spectra, for the report.
-        snr = getattr(self, "route_snr_", self.snr_)
-        snr = snr[np.isfinite(snr)]
-        hist_edges = np.linspace(0.0, max(12.0, float(snr.max(initial=0)) + 0.5), 121)
-        counts, _ = np.histogram(snr, bins=hist_edges)
+        # The histogram of the SNR that routed the training spectra, for the report
+        # (a loaded model keeps the histogram, not the SNRs).
+        if hasattr(self, "route_snr_"):
+            snr = self.route_snr_[np.isfinite(self.route_snr_)]
+            hist_edges = np.linspace(0.0, max(12.0, float(snr.max(initial=0)) + 0.5), 121)
+            counts, _ = np.histogram(snr, bins=hist_edges)
+        else:
+            hist_edges, counts = self.train_snr_hist_
         ds["train_snr_hist"] = (("snr_hist_bin",), counts.astype(np.int64))
         ds["train_snr_edges"] = (("snr_hist_edge",), hist_edges)
         with atomic_path(path, overwrite=overwrite) as tmp:
             ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
         return Path(path)
+
+
+def train_gate(acc: dict, settings: dict) -> dict:
+    """Train the gate on the features recorded in the fit pass (graph task)."""
+    from .binning import assign_bins
+    from .gate import fit_gate
+
+    return fit_gate(
+        gather(acc, "features"),
+        assign_bins(gather(acc, "route_snr"), settings["edges"]),
+        gather(acc, "target"),
+        len(settings["names"]),
+        feature_set=settings["gate"],
+        max_rows=int(get_setting("fit.gate.max-train-spectra")),
+    )
 
 
 def cv_graph(total, settings: dict) -> list | None:
@@ -583,8 +654,8 @@ def solve_experts(acc: dict, settings: dict, cv_results: list | None = None) -> 
             key: dict(zip([*names, "no_snr"], raw[key].tolist()))
             for key in ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
         },
-        "snr": gather_snr(raw),
-        "route_snr": gather_snr(raw, "route_snr"),
+        "snr": gather(raw, "snr"),
+        "route_snr": gather(raw, "route_snr") if "route_snr" in raw else gather(raw, "snr"),
         "seconds": time.perf_counter() - t0,
     }
 
@@ -639,6 +710,18 @@ def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
     model.train_fingerprint_ = a.get("train_fingerprint", "")
     model.timings_ = json.loads(a.get("timings", "{}"))
     model.train_snr_hist_ = (ds["train_snr_edges"].values, ds["train_snr_hist"].values)
+    model.gate_ = None
+    if "gate_coef" in ds:
+        model.gate_ = {
+            "features": [str(f) for f in ds["gate_feature"].values],
+            "mean": ds["gate_mean"].values,
+            "scale": ds["gate_scale"].values,
+            "coef": ds["gate_coef"].values,
+            "intercept": ds["gate_intercept"].values,
+            "leak_coef": ds["gate_leak_coef"].values,
+            **json.loads(a["gate"]),
+        }
+        model.gate_["classes"] = np.array(model.gate_["classes"])
     model.cv_ = None
     if "cv_mse" in ds:
         model.cv_ = {

@@ -173,13 +173,13 @@ def _as_float(value: Any) -> float:
     return math.nan if is_missing(value) else float(value)
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     # Constrained layout keeps labels, colorbars and titles from overlapping
     # without hand-tuned margins.
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format="png")
@@ -215,7 +215,7 @@ def plot_r2_overall(
     names = ["Global Ridge", name_model(metrics.get("routing"))]
     values = [_as_float(overall.get("r2_global")), _as_float(overall.get("r2_moe"))]
 
-    fig = _new_figure(5.5, 4.5)
+    fig = new_figure(5.5, 4.5)
     ax = fig.add_subplot()
     heights = [0.0 if math.isnan(v) else v for v in values]
     bars = ax.bar(names, heights, color=[_GLOBAL_COLOR, _MOE_COLOR], width=0.55)
@@ -245,7 +245,7 @@ def plot_r2_overall(
     )
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _format_delta_text(delta: float, ci: tuple[float, float] | None) -> str:
@@ -286,7 +286,7 @@ def plot_r2_bins(
     r2_global = np.array([_as_float(b.get("r2_global")) for b in bins])
     r2_expert = np.array([_as_float(b.get("r2_expert")) for b in bins])
 
-    fig = _new_figure(max(6.0, 1.6 * len(bins) + 2.0), 4.5)
+    fig = new_figure(max(6.0, 1.6 * len(bins) + 2.0), 4.5)
     ax = fig.add_subplot()
     ax.bar(x - width / 2, np.nan_to_num(r2_global), width, color=_GLOBAL_COLOR, label="Global")
     hatches = ["//" if b.get("fallback") else "" for b in bins]
@@ -337,7 +337,7 @@ def plot_r2_bins(
     ax.legend(loc="upper left")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _label_bin(b: Mapping[str, Any]) -> str:
@@ -408,7 +408,7 @@ def plot_pred_vs_true(
     norm = _shared_norm(means, counts)
     label = label_target(metrics.get("target"))
 
-    fig = _new_figure(11.0, 5.0)
+    fig = new_figure(11.0, 5.0)
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     mesh = None
     for ax, (title, _, r2), mean in zip(axes, panels, means, strict=True):
@@ -435,7 +435,7 @@ def plot_pred_vs_true(
     axes[0].set_ylabel(f"predicted {label}")
     fig.colorbar(mesh, ax=list(axes), label="mean SNR", shrink=0.9, extend=_extend_of(norm, means))
     fig.suptitle(f"Predicted vs true {label} on the test set (cells colored by mean SNR)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _mean_snr(hist: Mapping[str, Any], key: str, shape: tuple[int, int]) -> np.ma.MaskedArray:
@@ -512,7 +512,7 @@ def plot_delta_heatmap(
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
 
-    fig = _new_figure(6.5, 1.0 + 0.75 * max(len(bins), 1) + 1.2)
+    fig = new_figure(6.5, 1.0 + 0.75 * max(len(bins), 1) + 1.2)
     ax = fig.add_subplot()
     image = ax.imshow(
         np.ma.masked_invalid(delta),
@@ -541,7 +541,7 @@ def plot_delta_heatmap(
         fontsize=11,
     )
     fig.colorbar(image, ax=ax, label="expert − global")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_snr_distribution(
@@ -572,7 +572,7 @@ def plot_snr_distribution(
     edges = np.asarray(hist.get("edges", [0.0, 1.0]), dtype=float)
     bin_edges, bin_names = _find_bin_edges(metrics, figdata)
 
-    fig = _new_figure(8.0, 4.5)
+    fig = new_figure(8.0, 4.5)
     ax = fig.add_subplot()
     styles = [("train", "count_train", _GLOBAL_COLOR), ("test", "count_test", _MOE_COLOR)]
     for name, key, color in styles:
@@ -593,7 +593,7 @@ def plot_snr_distribution(
     ax.set_title("SNR distribution and expert bins")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="center right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _find_bin_edges(
@@ -662,10 +662,15 @@ def write_figures(
     -------
     dict of str to Path
         Figure key (``"r2_overall"``, ``"r2_bins"``, ``"pred_vs_true"``,
-        ``"delta_heatmap"``, ``"snr_distribution"``) to the written PNG.
+        ``"delta_heatmap"``, ``"snr_distribution"``, and where they apply
+        ``"confusion"``, ``"rho"`` and ``"cv_curves"``) to the written PNG.
     """
+    from .routing_plots import write_routing_figures
+
     fig_dir = Path(out_dir) / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    return {
+    figures = {
         key: plot(metrics, figdata, fig_dir / FIGURE_FILES[key]) for key, plot in _PLOTTERS.items()
     }
+    figures.update(write_routing_figures(metrics, fig_dir))
+    return figures

@@ -28,6 +28,7 @@ from dask.base import tokenize
 from . import stats
 from .cv import assign_folds
 from .io import StoreRows
+from .quality import quality_features
 from .snr import check_no_bad_pixels, compute_snr, find_bad_pixels
 
 
@@ -42,6 +43,7 @@ class ReduceSpec:
     strict: bool = False
     n_folds: int = 1
     cv_seed: int = 0
+    gate: str = ""  # the gate's feature set, "" for no gate
 
 
 def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, start: int, spec: ReduceSpec):
@@ -69,6 +71,9 @@ def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, start: int, spe
     acc.setdefault("snr", {})[index] = snr
     if spec.routing != "observed":
         acc.setdefault("route_snr", {})[index] = route
+    if spec.gate:
+        acc.setdefault("features", {})[index] = quality_features(spec.gate, flux, error, bad, snr)
+        acc.setdefault("target", {})[index] = np.asarray(y, np.float64).reshape(len(flux), -1)[:, 0]
     return acc
 
 
@@ -80,7 +85,7 @@ def fold_rows(acc, index: int, rows: StoreRows, spec: ReduceSpec):
     )
 
 
-_PER_CHUNK = ("snr", "route_snr")
+_PER_CHUNK = ("snr", "route_snr", "features", "target")
 
 
 def merge_partials(a: dict, b: dict) -> dict:
@@ -184,8 +189,9 @@ def pairwise_tree(values: list, func, name: str):
     return level[0]
 
 
-def gather_snr(acc: dict, key: str = "snr") -> np.ndarray:
-    """The observed (``"snr"``) or routing (``"route_snr"``) SNR of every spectrum, in
-    order, from a merged accumulator."""
-    parts = acc.get(key) or acc.get("snr", {})
+def gather(acc: dict, key: str) -> np.ndarray:
+    """A per-spectrum record, in spectrum order, from a merged accumulator: the
+    observed ``"snr"``, the routing ``"route_snr"`` (oracle routing only), or the
+    gate's ``"features"`` and ``"target"``. Empty when not recorded."""
+    parts = acc.get(key, {})
     return np.concatenate([parts[i] for i in sorted(parts)]) if parts else np.zeros(0)

@@ -52,6 +52,11 @@ _FIGURE_CAPTIONS = {
     "delta_heatmap": "Expert minus global R², MAE and RMSE per bin "
     "(for MAE and RMSE, negative is better).",
     "snr_distribution": "SNR distribution of the train and test sets with the bin edges.",
+    "confusion": "True vs routed SNR bin for each routing that does not know the true SNR "
+    "(counts; shading is the share of the true bin).",
+    "rho": "ρ, the share of the oracle's R² gain each routing keeps, with its 95% bootstrap CI.",
+    "cv_curves": "K-fold CV error against alpha per expert (band: ±1 standard error across "
+    "folds), with the CV choice and the fixed alpha.",
 }
 
 
@@ -455,6 +460,95 @@ def _relative_link(path: str | Path, out_dir: str | Path) -> str:
     return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
 
 
+def render_routings(metrics: Mapping[str, Any]) -> list[str]:
+    """The routing comparison section (heading and body), or nothing for one routing."""
+    routings = metrics.get("routings") or {}
+    by = routings.get("by_routing") or {}
+    if len(by) < 2 and not routings.get("gate"):
+        return []
+    names = [b["name"] for b in metrics.get("bins", [])]
+    head = (
+        "| Routing | R² | ΔR² vs global | ρ [95% CI] | gate accuracy | fallback rate | "
+        + " | ".join(f"R² {n}" for n in names)
+        + " |"
+    )
+    rows = [head, "|" + "---|" * (6 + len(names))]
+    rows.append(
+        f"| global | {format_r2(routings.get('r2_global'))} | {DASH} | {DASH} | {DASH} | {DASH} | "
+        + " | ".join(format_r2(routings.get("r2_global_bins", {}).get(n)) for n in names)
+        + " |"
+    )
+    for name, e in by.items():
+        ci = e.get("rho_ci95")
+        rho = DASH if e.get("rho") is None else f"{e['rho']:.2f}"
+        if ci and not any(is_missing(c) for c in ci):
+            rho += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+        rows.append(
+            f"| {name} | {format_r2(e['r2'])} | {format_delta(e['delta_r2'])} | {rho} | "
+            f"{e['accuracy']:.4f} | {e['fallback_rate']:.4f} | "
+            + " | ".join(format_r2(e["r2_bins"].get(n)) for n in names)
+            + " |"
+        )
+    text = [
+        f"All routings are scored on the same {format_count(routings.get('n'))} test spectra, "
+        f"per {routings.get('grouped_by', 'bin')}. ρ = (R² − R²_global) / "
+        "(R²_oracle − R²_global). Gate accuracy is the share routed to the true bin "
+        "(for soft routing, the most probable bin).",
+        "",
+        "\n".join(rows),
+    ]
+    gate = routings.get("gate")
+    if gate:
+        flag = (
+            f"**FLAG: above {gate['leakage_limit']:g}**: the gate's features carry target "
+            "information"
+            if gate["leakage_flag"]
+            else f"below the {gate['leakage_limit']:g} limit"
+        )
+        text += [
+            "",
+            f"Gate: multinomial logistic regression on the `{gate['feature_set']}` features "
+            f"({', '.join(gate['features'])}), trained on {format_count(gate['n_train'])} "
+            f"spectra (training accuracy {gate['train_accuracy']:.4f}); soft routing falls "
+            f"back to the global model when max p < {gate['threshold']:g}. "
+            f"Leakage check (ridge R² of the target from the gate features): "
+            f"{gate['leakage_r2_test']:.4f} on the test set "
+            f"({gate['leakage_r2_train']:.4f} on the training set), {flag}.",
+        ]
+    scale = routings.get("error_scale", 1.0)
+    if scale != 1.0:
+        text += ["", f"The test errors were multiplied by {scale:g} (robustness study)."]
+    return ["## Routing comparison", "\n".join(text)]
+
+
+def render_alpha_cv(metrics: Mapping[str, Any]) -> list[str]:
+    """Fixed against cross-validated alpha on the test set, or nothing without CV."""
+    cv = metrics.get("alpha_cv")
+    if not cv:
+        return []
+    fixed = format_alpha(cv["alpha_fixed"])
+    rows = [
+        f"| Expert | CV alpha | fixed alpha | R² (CV alpha) | R² (alpha {fixed}) |",
+        "|---|---|---|---|---|",
+        f"| all (routed) | {DASH} | {DASH} | {format_r2(cv['r2_cv'])} | "
+        f"{format_r2(cv['r2_fixed'])} |",
+    ]
+    for name, b in cv["bins"].items():
+        rows.append(
+            f"| {name} | {format_alpha(cv['alpha_cv'].get(name))} | "
+            f"{format_alpha(cv['alpha_fixed'])} | {format_r2(b['r2_cv'])} | "
+            f"{format_r2(b['r2_fixed'])} |"
+        )
+    intro = (
+        f"Each expert's alpha was chosen by exact {cv['folds']}-fold cross-validation over "
+        f"{len(cv['grid'])} values from {format_alpha(cv['grid'][0])} to "
+        f"{format_alpha(cv['grid'][-1])}, from the fit's single pass; the global model's CV "
+        f"alpha is {format_alpha(cv['alpha_cv'].get('global'))}. Both models are scored on "
+        "the test set with the primary routing."
+    )
+    return ["## Cross-validated alpha", intro + "\n\n" + "\n".join(rows)]
+
+
 # ---------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------
@@ -491,6 +585,8 @@ def render_report(
         render_results_table(metrics),
         "## Findings",
         render_findings(metrics),
+        *render_routings(metrics),
+        *render_alpha_cv(metrics),
         "## Coverage",
         render_coverage(metrics),
         "## Configuration",

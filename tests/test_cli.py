@@ -154,7 +154,10 @@ def test_run_generates_fits_evaluates_and_reports(tmp_path, capsys):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"model__kind": "x"}, r"unknown key 'model.kind'; allowed: \['alpha', 'type'\]"),
+        (
+            {"model__kind": "x"},
+            r"unknown key 'model.kind'; allowed: \['alpha', 'alpha_grid', 'cv_folds', 'type'\]",
+        ),
         (
             {"routing__type": "psychic"},
             r"routing.type: 'psychic' is not allowed; expected one "
