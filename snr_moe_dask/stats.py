@@ -39,6 +39,8 @@ graph each accumulator has exactly one consumer.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from scipy.linalg import blas
 
@@ -80,15 +82,19 @@ def full_gram(sxx: np.ndarray) -> np.ndarray:
     return upper + np.triu(upper, 1).T
 
 
-_SCRATCH: dict[tuple[int, str], np.ndarray] = {}
+_SCRATCH = threading.local()
 
 
 def _scratch(n: int, dtype) -> np.ndarray:
-    """A per-process, Fortran-ordered buffer for BLAS output, zero below the diagonal."""
+    """A per-thread, Fortran-ordered buffer for BLAS output, zero below the diagonal.
+
+    Per thread, because a worker with several threads folds several chunks at once.
+    """
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
     key = (n, np.dtype(dtype).str)
-    if key not in _SCRATCH:
-        _SCRATCH[key] = np.zeros((n, n), dtype=dtype, order="F")
-    return _SCRATCH[key]
+    if key not in buffers:
+        buffers[key] = np.zeros((n, n), dtype=dtype, order="F")
+    return buffers[key]
 
 
 def _syrk(xc: np.ndarray, out: np.ndarray) -> None:

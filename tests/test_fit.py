@@ -312,3 +312,18 @@ def test_newer_model_format_is_refused(tmp_path):
         r"this snr_moe_dask reads versions up to 1; upgrade",
     ):
         load_model(path)
+
+
+def test_threads_folding_at_once_give_the_sequential_result(tmp_path):
+    """Several threads of one process fold chunks at once (threaded scheduler, or a
+    worker with several threads): each needs its own float32 product buffer."""
+    from snr_moe_dask import generate_survey
+
+    store = tmp_path / "train.zarr"
+    with dask.config.set(scheduler="threads"):
+        generate_survey(store, 2400, pixels=512, chunk_size=100, seed=5)
+    with dask.config.set(scheduler="sync"):
+        sequential = SNRBinnedRidge(alpha=1e3, partitions=4, gate=False).fit(store)
+    with dask.config.set(scheduler="threads", num_workers=4):
+        threaded = SNRBinnedRidge(alpha=1e3, partitions=4, gate=False).fit(store)
+    np.testing.assert_array_equal(threaded.coef_, sequential.coef_)
