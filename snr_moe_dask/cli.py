@@ -10,6 +10,7 @@ from __future__ import annotations
 import _thread
 import argparse
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -126,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("train", help="training store")
     f.add_argument("--model", required=True, help="output model store, e.g. model.zarr")
     _add_fit_args(f)
+    f.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="DIR",
+        help="save each partition's statistics here as the pass goes (deleted on success)",
+    )
+    f.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoints in --checkpoint"
+    )
     f.add_argument("--overwrite", action="store_true")
     _add_cluster_args(f)
 
@@ -242,7 +252,6 @@ def _session(args, cluster_overrides: dict | None = None):
                     yield client
             except KeyboardInterrupt:
                 _CtrlC.caught_here()
-                _silence_shutdown()
                 raise
 
 
@@ -270,18 +279,25 @@ class _CtrlC:
     callback on every collection: a Ctrl-C landing there would be dropped and
     the command would finish and write its outputs. So the handler raises
     KeyboardInterrupt again every 0.2 s until the command has caught it.
+
+    Once interrupted, logging is off until the command returns: closing the
+    client cancels its pending futures, and asyncio, tornado and distributed
+    would log each one with a traceback, burying the one-line message.
     """
 
     current: _CtrlC | None = None
 
     def __init__(self):
         self.caught = threading.Event()
-        self.pressed = False
+        self.quiet = False
         self.previous = None
+        self.logging_was = logging.root.manager.disable
+        self.hook_was = sys.unraisablehook
 
     def __enter__(self) -> _CtrlC:
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self.handle)
+            sys.unraisablehook = self.unraisable
             _CtrlC.current = self
         return self
 
@@ -289,14 +305,25 @@ class _CtrlC:
         self.caught.set()
         if _CtrlC.current is self:
             signal.signal(signal.SIGINT, self.previous)
+            sys.unraisablehook = self.hook_was
             _CtrlC.current = None
+        if self.quiet:
+            gc.collect()  # cancelled tasks complain when collected: while still quiet
+            logging.disable(self.logging_was)
 
     def handle(self, signum, frame):
-        if not self.pressed and not self.caught.is_set():
-            self.pressed = True
-            _silence_shutdown()  # before the client's threads see the interrupt
+        if not self.quiet and not self.caught.is_set():
+            self.silence()  # before the client's threads see the interrupt
             threading.Thread(target=self._repeat, daemon=True).start()
         raise KeyboardInterrupt
+
+    def unraisable(self, info) -> None:
+        if not (self.quiet and issubclass(info.exc_type, KeyboardInterrupt)):
+            self.hook_was(info)  # an ignored interrupt is delivered again: not worth a traceback
+
+    def silence(self) -> None:
+        self.quiet = True
+        logging.disable(logging.CRITICAL)
 
     def _repeat(self) -> None:
         while not self.caught.wait(0.2):
@@ -306,18 +333,12 @@ class _CtrlC:
     def caught_here(cls) -> None:
         if cls.current is not None:
             cls.current.caught.set()
+            cls.current.silence()
 
     @classmethod
     def reinstall(cls) -> None:
         if cls.current is not None:
             signal.signal(signal.SIGINT, cls.current.handle)
-
-
-def _silence_shutdown() -> None:
-    """After Ctrl-C, closing the client cancels its pending futures: asyncio and
-    distributed would log each one with a traceback, burying the one-line message."""
-    for name in ("asyncio", "distributed", "tornado"):
-        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def _say(args, text: str) -> None:
@@ -373,7 +394,15 @@ def fit_store(train: str, model_path: str, params: dict, overwrite: bool, args) 
     model = SNRBinnedRidge(**params)
     model.open_training_store(train)  # fail on bad settings or a bad store before compute
     t0 = time.perf_counter()
-    model.fit(train)
+    checkpoint = getattr(args, "checkpoint", None)
+    if getattr(args, "resume", False) and checkpoint is None:
+        raise ValueError("--resume needs --checkpoint DIR (the directory of the interrupted fit)")
+    model.fit(
+        train,
+        checkpoint=checkpoint,
+        resume=getattr(args, "resume", False),
+        overwrite_checkpoint=overwrite,
+    )
     model.save(model_path, overwrite=overwrite)
     _say(args, fit_summary(model, model_path, time.perf_counter() - t0))
     return model
@@ -381,6 +410,12 @@ def fit_store(train: str, model_path: str, params: dict, overwrite: bool, args) 
 
 def fit_summary(model, path: str, seconds: float) -> str:
     lines = [f"fitted {len(model.experts_)} models in {seconds:.1f} s -> {path}"]
+    ck = getattr(model, "checkpoint_", {})
+    if ck.get("restored"):
+        lines.append(
+            f"  resumed from {ck['directory']}: {ck['restored']} of {ck['chunks']} chunks "
+            f"restored from checkpoints, {ck['folded']} read and folded"
+        )
     for name, n, alpha in zip(model.experts_, model.n_train_, model.alpha_):
         note = model.fallback_.get(name) or model.solver_.get(name, {}).get("reason", "")
         lines.append(f"  {name:>8}: n_train={int(n):>10,}  alpha={alpha:.3g}  {note}")

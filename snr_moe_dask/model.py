@@ -255,7 +255,18 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X, y=None, *, snr=None, error=None, mask=None):
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        snr=None,
+        error=None,
+        mask=None,
+        checkpoint=None,
+        resume=False,
+        overwrite_checkpoint=False,
+    ):
         """Fit the global model and every expert in one pass over the data.
 
         Parameters
@@ -271,6 +282,15 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             oracle routing; observed routing computes it from ``error``).
         error, mask : array-like of shape (n_spectra, n_pixels), optional
             With array input: flux errors (default ones) and bad-pixel mask.
+        checkpoint : path, optional
+            With a store path: save each partition's accumulator to this
+            directory as the pass goes (see :mod:`snr_moe_dask.checkpoint`),
+            and delete it once the fit is done.
+        resume : bool
+            Continue from the checkpoints in ``checkpoint``: only the chunks
+            they do not hold are read. ``checkpoint_`` reports how many.
+        overwrite_checkpoint : bool
+            Start over when ``checkpoint`` already holds checkpoints.
 
         Returns
         -------
@@ -310,14 +330,38 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
                 arrays["flux"], arrays["error"], arrays["y"], arrays.get("snr"), arrays.get("mask")
             )
             n_pixels, wavelength = arrays["flux"].shape[1], arrays.get("wavelength")
-        partitions = self.partitions or get_setting("fit.partitions") or _default_partitions()
-        total, _ = build_fit_graph(chunks, spec=spec, partitions=int(partitions))
+        partitions = int(self.partitions or get_setting("fit.partitions") or _default_partitions())
+        ckpt = None
+        if checkpoint is not None:
+            ckpt = self._prepare_checkpoint(
+                checkpoint,
+                source,
+                chunks,
+                spec,
+                settings,
+                partitions,
+                resume,
+                overwrite_checkpoint,
+            )
+        total, _, folded = build_fit_graph(
+            chunks, spec=spec, partitions=partitions, checkpoint=ckpt
+        )
+        self.checkpoint_ = {
+            "chunks": len(chunks),
+            "folded": folded,
+            "restored": len(chunks) - folded,
+            "directory": str(checkpoint) if checkpoint is not None else "",
+        }
         solved = dask.delayed(solve_experts, pure=True)(total, settings, cv_graph(total, settings))
         tasks = [solved]
         if settings["gate"]:
             tasks.append(dask.delayed(train_gate, pure=True)(total, settings))
         solved, *gate = run_graph(*tasks, label="fit: one pass over the spectra, then the solve")
         self.gate_ = gate[0] if gate else None
+        if checkpoint is not None:
+            from . import checkpoint as ckpt_module
+
+            ckpt_module.remove(checkpoint)
         snr_values = solved["snr"]
         self.route_snr_ = solved["route_snr"]
         elapsed = time.perf_counter() - t0
@@ -334,6 +378,35 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             "total": time.perf_counter() - t0,
         }
         return self
+
+    def _prepare_checkpoint(
+        self, directory, source, chunks, spec, settings, partitions, resume, overwrite
+    ) -> dict:
+        from . import checkpoint as ckpt
+
+        if not source or not chunks or chunks[0][0].__name__ != "fold_rows":
+            raise ValueError(
+                "checkpoints need a training store path: fit('train.zarr', checkpoint=...)"
+            )
+        meta = self._checkpoint_meta(source, chunks, spec, settings, partitions)
+        done = ckpt.prepare(directory, meta, resume=resume, overwrite=overwrite)
+        every = int(get_setting("fit.checkpoint-every"))
+        return {"directory": str(directory), "every": max(1, every), "done": done}
+
+    @staticmethod
+    def _checkpoint_meta(source, chunks, spec, settings, partitions) -> dict:
+        """What a checkpoint belongs to: store, fingerprint, settings and partitions."""
+        from .reduce import chain_layout
+
+        spec_fields = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
+        return {
+            "store": str(Path(source).resolve()),
+            "fingerprint": store_fingerprint(source),
+            **spec_fields,
+            "targets": settings["targets"],
+            "chunks": [[a.start, a.stop] for (_, (a,)) in chunks],
+            "partitions": chain_layout(len(chunks), partitions),
+        }
 
     def _finish_fit(self, solved: dict, settings: dict) -> None:
         """Set the fitted attributes from :func:`solve_experts`' result."""

@@ -134,7 +134,13 @@ def array_chunks(flux: da.Array, error: da.Array, y: da.Array, true_snr=None, ma
     return [(fold_arrays, tuple(p)) for p in parts]
 
 
-def build_fit_graph(chunks: list, *, spec: ReduceSpec, partitions: int):
+def build_fit_graph(
+    chunks: list,
+    *,
+    spec: ReduceSpec,
+    partitions: int,
+    checkpoint: dict | None = None,
+):
     """Build the graph of one pass: per-partition fold chains, then a pairwise merge.
 
     Parameters
@@ -144,6 +150,12 @@ def build_fit_graph(chunks: list, *, spec: ReduceSpec, partitions: int):
     spec : ReduceSpec
     partitions : int
         Number of fold chains.
+    checkpoint : dict, optional
+        ``directory``, ``every`` (chunks between saves) and ``done`` (partition
+        to the last chunk its checkpoint holds, from
+        :func:`snr_moe_dask.checkpoint.prepare`). Each chain saves its
+        accumulator every ``every`` chunks and at its end; a chain with a
+        checkpoint starts from it and folds only the chunks after it.
 
     Returns
     -------
@@ -152,18 +164,41 @@ def build_fit_graph(chunks: list, *, spec: ReduceSpec, partitions: int):
         entry maps chunk index to the chunk's observed SNR.
     partials : list of Delayed
         Each partition's accumulator, in order.
+    folded : int
+        Chunks this graph folds (fewer than ``len(chunks)`` when resuming).
     """
+    from . import checkpoint as ckpt
+
     token = tokenize([(f.__name__, args) for f, args in chunks], spec, partitions)
-    partials = []
+    partials, folded = [], 0
     for p, run in enumerate(split_partitions(len(chunks), partitions)):
         acc = None
+        if checkpoint is not None:
+            path = str(ckpt.partition_path(checkpoint["directory"], p))
+            last = checkpoint["done"].get(p)
+            if last is not None:
+                acc = dask.delayed(ckpt.resume_task, pure=False)(
+                    path, dask_key_name=f"resume-{token}-{p}"
+                )
+                run = range(last + 1, run.stop)
         for i in run:
             func, args = chunks[i]
             acc = dask.delayed(func, pure=True)(
                 acc, i, *args, spec, dask_key_name=f"fold-{token}-{p}-{i}"
             )
+            folded += 1
+            save_now = (i + 1 - run.start) % checkpoint["every"] == 0 if checkpoint else False
+            if checkpoint is not None and (save_now or i == run.stop - 1):
+                acc = dask.delayed(ckpt.checkpoint_task, pure=False)(
+                    acc, path, i, dask_key_name=f"checkpoint-{token}-{p}-{i}"
+                )
         partials.append(acc)
-    return merge_tree(partials, token), partials
+    return merge_tree(partials, token), partials, folded
+
+
+def chain_layout(n_chunks: int, partitions: int) -> list[list[int]]:
+    """The chunks of each fold chain, as recorded in a checkpoint."""
+    return [[r.start, r.stop] for r in split_partitions(n_chunks, partitions)]
 
 
 def merge_tree(partials: list, token: str):

@@ -1,0 +1,147 @@
+"""Checkpoints of the fit pass, so a fit survives the loss of its driver.
+
+Each fold chain (one per partition, see :mod:`snr_moe_dask.reduce`) saves
+its running accumulator every ``every`` chunks and when it completes, to
+``DIR/partition-<p>.zarr``, replacing the previous one atomically (a
+temporary store renamed into place). A resumed fit loads each partition's
+last checkpoint and folds only the chunks after it. The chains fold the same
+chunks in the same order either way, so the result is bit-identical to an
+uninterrupted fit.
+
+``DIR/checkpoint.json`` records what the checkpoints belong to: the store's
+fingerprint, the settings that change the statistics, and the partitions'
+chunks. Resuming against anything else is refused with a message that names
+the difference.
+
+Accumulators are written as plain Zarr arrays (no pickle): the statistics,
+the counts, and the per-chunk records (SNR, routing SNR, gate features)
+under ``records/<key>/<chunk>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from .io import atomic_path
+
+META = "checkpoint.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory does not belong to this fit."""
+
+
+def partition_path(directory: str | os.PathLike, partition: int) -> Path:
+    return Path(directory) / f"partition-{partition}.zarr"
+
+
+def save_accumulator(acc: dict, path: str | os.PathLike, last_chunk: int) -> None:
+    """Write an accumulator (statistics, counts and per-chunk records) atomically."""
+    with atomic_path(path, overwrite=True) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        root.attrs["last_chunk"] = int(last_chunk)
+        for key, value in acc.items():
+            if isinstance(value, dict):
+                group = root.require_group(f"records/{key}")
+                for index, arr in value.items():
+                    group.create_array(str(index), data=np.asarray(arr))
+            else:
+                root.create_array(key, data=np.asarray(value))
+
+
+def load_accumulator(path: str | os.PathLike) -> tuple[dict, int]:
+    """Read an accumulator written by :func:`save_accumulator`, and its last chunk."""
+    root = zarr.open_group(str(path), mode="r", zarr_format=3)
+    acc: dict = {}
+    for name, arr in root.arrays():
+        acc[name] = arr[...]
+    if "records" in root:
+        for key, group in root["records"].groups():
+            acc[key] = {int(i): a[...] for i, a in group.arrays()}
+    return acc, int(root.attrs["last_chunk"])
+
+
+def checkpoint_task(acc: dict, path: str, chunk: int) -> dict:
+    """Save ``acc`` (folded up to ``chunk``) and pass it on (graph task)."""
+    save_accumulator(acc, path, chunk)
+    return acc
+
+
+def resume_task(path: str) -> dict:
+    """Load a partition's checkpointed accumulator (graph task)."""
+    return load_accumulator(path)[0]
+
+
+def prepare(
+    directory: str | os.PathLike, meta: dict, *, resume: bool, overwrite: bool = False
+) -> dict[int, int]:
+    """Check or create a checkpoint directory before the fit.
+
+    Parameters
+    ----------
+    directory : path
+    meta : dict
+        What the checkpoints belong to (JSON-serializable): store
+        fingerprint, settings, partitions.
+    resume : bool
+        Continue from the checkpoints found; otherwise the directory must be
+        new or empty (or ``overwrite``).
+
+    Returns
+    -------
+    dict of int to int
+        For each partition with a checkpoint, the last chunk it holds.
+
+    Raises
+    ------
+    CheckpointError
+        When resuming against another store or other settings, or when the
+        directory holds checkpoints and neither ``resume`` nor ``overwrite``
+        is given.
+    """
+    directory = Path(directory)
+    meta_path = directory / META
+    meta = json.loads(json.dumps({"format_version": FORMAT_VERSION, **meta}))
+    if meta_path.exists() and resume:
+        saved = json.loads(meta_path.read_text())
+        diffs = [
+            f"{key}: checkpoint has {saved.get(key)!r}, this fit has {meta.get(key)!r}"
+            for key in sorted(set(saved) | set(meta))
+            if saved.get(key) != meta.get(key)
+        ]
+        if diffs:
+            raise CheckpointError(
+                f"cannot resume from checkpoint {str(directory)!r}: it was made for another "
+                f"fit ({'; '.join(diffs)}); rerun without --resume and with --overwrite to "
+                "start over, or resume with the original store and settings"
+            )
+        done = {}
+        for p in range(len(meta["partitions"])):
+            path = partition_path(directory, p)
+            if path.exists():
+                done[p] = int(zarr.open_group(str(path), mode="r").attrs["last_chunk"])
+        return done
+    if meta_path.exists() and not overwrite:
+        raise CheckpointError(
+            f"checkpoint directory {str(directory)!r} already holds checkpoints; pass --resume "
+            "to continue that fit, or --overwrite to start over"
+        )
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    tmp = directory / f".{META}.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, meta_path)
+    return {}
+
+
+def remove(directory: str | os.PathLike) -> None:
+    """Delete a checkpoint directory once its fit is saved."""
+    shutil.rmtree(directory, ignore_errors=True)
