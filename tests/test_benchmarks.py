@@ -162,3 +162,18 @@ def test_bad_arguments_say_what_to_pass(argv, message, capsys):
     with pytest.raises(SystemExit):
         harness.parse_options(argv)
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_cv_benchmark_runs_at_tiny_size(tmp_path):
+    cv_bench = importlib.import_module("benchmarks.cv")
+    out = tmp_path / "cv.json"
+    args = ["--n", "600", "--pixels", "64", "--chunk-size", "200", "--grid", "1:1e6:7"]
+    args += ["--folds", "3", "--data-dir", str(tmp_path / "data"), "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cv_bench.main(args) == 0
+    result = json.loads(out.read_text())
+    assert set(result) >= {"plain", "cv", "cv_over_plain", "sklearn_kfold", "machine"}
+    assert result["sklearn_kfold"]["fits"] == 5 * 3 * 7
+    assert set(result["cv"]["alpha"]) == {"global", "X", "L", "M", "H"}
+    # The fixed-alpha solution from the CV statistics is the plain fit's.
+    assert result["fixed_alpha_agreement"] < 1e-6
