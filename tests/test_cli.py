@@ -187,3 +187,16 @@ def test_shipped_configs_are_valid(name):
     exp = load_experiment(Path(__file__).resolve().parents[1] / "configs" / name)
     assert exp["model"]["alpha"] == 100000 and exp["routing"]["type"] == "oracle"
     assert exp["bins"]["edges"] == [2, 4, 7]
+
+
+def test_gate_cv_config_is_valid_and_builds_the_model():
+    from pathlib import Path
+
+    from snr_moe_dask.experiment import load_experiment, model_params
+    from snr_moe_dask.model import SNRBinnedRidge
+
+    exp = load_experiment(Path(__file__).resolve().parents[1] / "configs" / "gate_cv.yaml")
+    settings = SNRBinnedRidge(**model_params(exp))._resolved()
+    assert settings["cv"]["folds"] == 5 and len(settings["cv"]["alphas"]) == 28
+    assert settings["gate"] == "snr"
+    assert exp["evaluate"]["routings"] == ["oracle", "observed", "learned", "soft"]
