@@ -280,9 +280,12 @@ class _CtrlC:
     the command would finish and write its outputs. So the handler raises
     KeyboardInterrupt again every 0.2 s until the command has caught it.
 
-    Once interrupted, logging is off until the command returns: closing the
-    client cancels its pending futures, and asyncio, tornado and distributed
-    would log each one with a traceback, burying the one-line message.
+    Once interrupted, logging and Python's "Exception ignored" reports are off
+    until the command returns: closing the client cancels its pending futures,
+    which asyncio, tornado and distributed log with tracebacks, and an
+    interrupt landing in distributed's gc callback upsets its timer, which then
+    fails on every collection until the scheduler closes. None of it would say
+    more than the one-line message.
     """
 
     current: _CtrlC | None = None
@@ -318,8 +321,8 @@ class _CtrlC:
         raise KeyboardInterrupt
 
     def unraisable(self, info) -> None:
-        if not (self.quiet and issubclass(info.exc_type, KeyboardInterrupt)):
-            self.hook_was(info)  # an ignored interrupt is delivered again: not worth a traceback
+        if not self.quiet:
+            self.hook_was(info)
 
     def silence(self) -> None:
         self.quiet = True
@@ -419,6 +422,13 @@ def fit_summary(model, path: str, seconds: float) -> str:
     for name, n, alpha in zip(model.experts_, model.n_train_, model.alpha_):
         note = model.fallback_.get(name) or model.solver_.get(name, {}).get("reason", "")
         lines.append(f"  {name:>8}: n_train={int(n):>10,}  alpha={alpha:.3g}  {note}")
+    gate = getattr(model, "gate_", None)
+    if gate:
+        lines.append(
+            f"  gate: logistic regression on {gate['feature_set']} features of "
+            f"{gate['n_train']:,} spectra, training accuracy {gate['train_accuracy']:.4f}, "
+            f"leakage R2 {gate['leak_r2_train']:.4f}"
+        )
     if model.cv_:
         cv = model.cv_
         lines.append(

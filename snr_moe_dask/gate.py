@@ -65,7 +65,8 @@ def fit_gate(
 
     Returns
     -------
-    dict
+    dict or None
+        None when no spectrum has finite features and a known bin. Otherwise
         ``mean``, ``scale`` (n_features,), ``coef`` (n_bins, n_features),
         ``intercept`` (n_bins,), ``classes`` (bins seen in training),
         ``leak_coef`` (n_features,), ``leak_intercept``, ``n_train``,
@@ -76,10 +77,7 @@ def fit_gate(
     ok = np.isfinite(features).all(axis=1) & (bins >= 0)
     rows = np.flatnonzero(ok)[_sample(int(ok.sum()), max_rows)]
     if rows.size == 0:
-        raise ValueError(
-            "no training spectrum has finite quality features and a known bin; the gate "
-            "cannot be trained (fit with gate=False, or check the store's error and snr)"
-        )
+        return None  # nothing to learn from; the model is saved without a gate
     x, b = features[rows], bins[rows]
     mean, scale = _standardize(x)
     z = (x - mean) / scale
