@@ -103,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-sklearn", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    from snr_moe_dask.cv import alpha_grid
+
     start, stop, num = args.grid.split(":")
-    grid = np.geomspace(float(start), float(stop), int(num))
+    grid = alpha_grid(float(start), float(stop), int(num))
     store, _ = ensure_store(Path(args.data_dir), "train", args.n, args.pixels, args.chunk_size, 42)
     result: dict = {
         "command": "python -m benchmarks.cv " + " ".join(argv or sys.argv[1:]),

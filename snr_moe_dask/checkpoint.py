@@ -109,7 +109,12 @@ def prepare(
     directory = Path(directory)
     meta_path = directory / META
     meta = json.loads(json.dumps({"format_version": FORMAT_VERSION, **meta}))
-    if meta_path.exists() and resume:
+    if resume and not meta_path.exists():
+        raise CheckpointError(
+            f"no checkpoint to resume in {str(directory)!r} (no {META}); check the path, or "
+            "run without --resume to start a new fit"
+        )
+    if resume:
         saved = json.loads(meta_path.read_text())
         diffs = [
             f"{key}: checkpoint has {saved.get(key)!r}, this fit has {meta.get(key)!r}"
@@ -133,8 +138,15 @@ def prepare(
             f"checkpoint directory {str(directory)!r} already holds checkpoints; pass --resume "
             "to continue that fit, or --overwrite to start over"
         )
-    if directory.exists():
-        shutil.rmtree(directory)
+    others = (
+        sorted(p.name for p in directory.iterdir() if not _ours(p)) if directory.exists() else []
+    )
+    if others:
+        raise CheckpointError(
+            f"checkpoint directory {str(directory)!r} holds other files ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}); give --checkpoint a new or empty directory"
+        )
+    remove(directory)
     directory.mkdir(parents=True)
     tmp = directory / f".{META}.tmp"
     tmp.write_text(json.dumps(meta, indent=1))
@@ -142,6 +154,20 @@ def prepare(
     return {}
 
 
+def _ours(path: Path) -> bool:
+    """Whether a file in a checkpoint directory is one this module writes."""
+    name = path.name.lstrip(".")
+    return name.startswith((META, "partition-"))
+
+
 def remove(directory: str | os.PathLike) -> None:
-    """Delete a checkpoint directory once its fit is saved."""
-    shutil.rmtree(directory, ignore_errors=True)
+    """Delete the checkpoints in ``directory`` (only the files this module writes), and
+    the directory once empty. The CLI calls it once the model is saved."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        if _ours(path):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if not any(directory.iterdir()):
+        directory.rmdir()

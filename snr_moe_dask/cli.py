@@ -315,7 +315,9 @@ class _CtrlC:
             logging.disable(self.logging_was)
 
     def handle(self, signum, frame):
-        if not self.quiet and not self.caught.is_set():
+        if self.caught.is_set():
+            return  # the command already stops; a late repeat must not escape
+        if not self.quiet:
             self.silence()  # before the client's threads see the interrupt
             threading.Thread(target=self._repeat, daemon=True).start()
         raise KeyboardInterrupt
@@ -407,6 +409,10 @@ def fit_store(train: str, model_path: str, params: dict, overwrite: bool, args) 
         overwrite_checkpoint=overwrite,
     )
     model.save(model_path, overwrite=overwrite)
+    if checkpoint is not None:
+        from .checkpoint import remove
+
+        remove(checkpoint)  # only now: the model is safely on disk
     _say(args, fit_summary(model, model_path, time.perf_counter() - t0))
     return model
 

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.linalg
 
 from . import stats
+from .solve import feature_scale
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -84,8 +85,7 @@ def fold_sse(train: dict, valid: dict, alphas: np.ndarray, standardize: bool) ->
     s_t = stats.full_gram(train["sxx"][0])
     scale = np.ones(s_t.shape[0])
     if standardize:
-        std = np.sqrt(np.clip(np.diag(s_t), 0, None) / train["n"][0])
-        scale = np.where(std > 0, std, 1.0)
+        scale = feature_scale(np.diag(s_t), train["n"][0])
         s_t /= np.outer(scale, scale)
     lam, v = scipy.linalg.eigh(s_t, overwrite_a=True, check_finite=False, driver="evd", lower=False)
     lam = np.clip(lam, 0.0, None)

@@ -96,18 +96,23 @@ def fit_gate(
         accuracy = float(lr.score(z, b))
     target = y[rows]
     has_y = np.isfinite(target)
-    leak = Ridge(alpha=leakage_alpha).fit(z[has_y], target[has_y])
+    leak_coef, leak_intercept, leak_r2 = np.zeros(x.shape[1]), float("nan"), float("nan")
+    if has_y.sum() >= 2:
+        leak = Ridge(alpha=leakage_alpha).fit(z[has_y], target[has_y])
+        leak_coef = leak.coef_ / scale
+        leak_intercept = float(leak.intercept_ - leak_coef @ mean)
+        leak_r2 = float(leak.score(z[has_y], target[has_y]))
     return {
         "mean": mean,
         "scale": scale,
         "coef": coef,
         "intercept": intercept,
         "classes": classes,
-        "leak_coef": leak.coef_ / scale,
-        "leak_intercept": float(leak.intercept_ - (leak.coef_ / scale) @ mean),
+        "leak_coef": leak_coef,
+        "leak_intercept": leak_intercept,
         "n_train": int(rows.size),
         "train_accuracy": accuracy,
-        "leak_r2_train": float(leak.score(z[has_y], target[has_y])),
+        "leak_r2_train": leak_r2,
         "feature_set": feature_set,
         "features": list(FEATURE_SETS[feature_set]),
     }

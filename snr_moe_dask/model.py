@@ -284,8 +284,10 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             With array input: flux errors (default ones) and bad-pixel mask.
         checkpoint : path, optional
             With a store path: save each partition's accumulator to this
-            directory as the pass goes (see :mod:`snr_moe_dask.checkpoint`),
-            and delete it once the fit is done.
+            directory as the pass goes (see :mod:`snr_moe_dask.checkpoint`).
+            The checkpoints are kept; delete them with
+            :func:`snr_moe_dask.checkpoint.remove` once the model is saved
+            (``snr-moe fit`` does).
         resume : bool
             Continue from the checkpoints in ``checkpoint``: only the chunks
             they do not hold are read. ``checkpoint_`` reports how many.
@@ -358,10 +360,6 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             tasks.append(dask.delayed(train_gate, pure=True)(total, settings))
         solved, *gate = run_graph(*tasks, label="fit: one pass over the spectra, then the solve")
         self.gate_ = gate[0] if gate else None
-        if checkpoint is not None:
-            from . import checkpoint as ckpt_module
-
-            ckpt_module.remove(checkpoint)
         snr_values = solved["snr"]
         self.route_snr_ = solved["route_snr"]
         elapsed = time.perf_counter() - t0
@@ -448,17 +446,18 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             With array input and oracle routing: the true SNR.
         error, mask : array-like, optional
             With array input: errors (for observed routing and bad pixels) and mask.
-        routing : {"oracle", "observed"}, optional
-            Defaults to the routing the model was fitted with.
+        routing : {"oracle", "observed", "learned", "soft"}, optional
+            Defaults to the routing the model was fitted with; ``learned``
+            and ``soft`` use the model's gate.
 
         Returns
         -------
         ndarray or dask array of shape (n_spectra,) or (n_spectra, n_targets)
             Dask when the input is lazy.
         """
-        from .evaluate import prediction_arrays
+        from .evaluate import parse_routings, prediction_arrays
 
-        routing = routing or self.routing_
+        routing = parse_routings(routing, self.routing_)[0]
         arrays = self._predict_inputs(X, snr, error, mask, routing)
         out = prediction_arrays(self, arrays, routing)["y_moe_all"]
         if len(self.targets_) == 1:

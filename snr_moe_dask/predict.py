@@ -188,10 +188,15 @@ def evaluate_block(
         out[f"bin_{r}"] = routed[r]["bin"]
         out[f"fallback_{r}"] = routed[r]["fallback"]
     primary = routed[params["routings"][0]]
-    if fixed is not None:
-        out["y_fixed_alpha"] = route_by_bins(pred_fixed, primary["bin"], params["bin_to_expert"])[
-            :, t
-        ]
+    if fixed is not None:  # the fixed-alpha experts, routed the same way
+        out["y_fixed_alpha"] = routed_predictions(
+            pred_fixed,
+            params["routings"][0],
+            true_snr=true,
+            observed_snr=snr_obs,
+            probabilities=probs,
+            params=params,
+        )["y"][:, t]
     n_bad = bad.sum(axis=1)
     y_true = np.full(len(flux), np.nan) if y is None else np.asarray(y, np.float64)
     used = np.isfinite(y_true) & (n_bad <= params["max_bad_fraction"] * flux.shape[1])

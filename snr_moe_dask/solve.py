@@ -37,6 +37,13 @@ def _solve_eigh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return v[:, keep] @ ((v[:, keep].T @ b) / w[keep, None])
 
 
+def feature_scale(gram_diag: np.ndarray, n: float) -> np.ndarray:
+    """Standard deviation of each feature from the centred Gram diagonal (1 where it
+    is 0), as ``StandardScaler`` scales."""
+    std = np.sqrt(np.clip(gram_diag, 0, None) / n)
+    return np.where(std > 0, std, 1.0)
+
+
 def solve_ridge(
     n: float,
     mean_x: np.ndarray,
@@ -76,10 +83,7 @@ def solve_ridge(
     """
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0; got {alpha}")
-    scale = np.ones_like(mean_x)
-    if standardize:
-        std = np.sqrt(np.clip(np.diag(sxx), 0, None) / n)
-        scale = np.where(std > 0, std, 1.0)
+    scale = feature_scale(np.diag(sxx), n) if standardize else np.ones_like(mean_x)
     a = np.array(sxx, dtype=np.float64, order="F")
     if standardize:
         a /= np.outer(scale, scale)

@@ -24,7 +24,7 @@ key                shape                          meaning
 The last slot of the count arrays holds spectra with no bin (NaN SNR),
 which are always excluded.
 
-Each chunk is centred on its own per-bin means and merged with the pairwise
+Each chunk is centred on its own per-slot means and merged with the pairwise
 update of Chan, Golub & LeVeque (1979), in float64. With ``precision =
 "float32"`` the chunk's centred product X_c^T X_c is formed in float32 (BLAS
 ssyrk) and added to the float64 accumulator: centring first keeps the float32
@@ -34,7 +34,9 @@ For speed the products are BLAS ``syrk`` calls writing in place, so only one
 triangle of ``sxx`` is kept during the pass: the upper triangle of the
 Fortran-ordered view ``sxx[k].T``. :func:`full_gram` returns the symmetric
 matrix. A fold updates its accumulator in place: it owns it, because in the
-graph each accumulator has exactly one consumer.
+graph each fold chain's accumulator has exactly one consumer (the tasks
+that read the merged accumulator, for CV, the solve and the gate, do not
+modify it).
 """
 
 from __future__ import annotations

@@ -107,7 +107,23 @@ def test_a_checkpointed_fit_equals_a_plain_one(long_store, tmp_path):
         saved = SNRBinnedRidge(alpha=1e3, partitions=2).fit(long_store, checkpoint=ckpt)
     assert saved.checkpoint_ == {"chunks": 60, "folded": 60, "restored": 0, "directory": str(ckpt)}
     np.testing.assert_array_equal(saved.coef_, plain.coef_)
-    assert not ckpt.exists()
+    assert (ckpt / "partition-0.zarr").exists()  # kept until the caller removes them
+    from snr_moe_dask.checkpoint import remove
+
+    (ckpt / "notes.txt").write_text("mine")
+    remove(ckpt)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["notes.txt"]
+
+
+def test_a_checkpoint_directory_with_other_files_is_refused(long_store, tmp_path):
+    from snr_moe_dask.checkpoint import CheckpointError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="holds other files"):
+        SNRBinnedRidge(alpha=1e3, partitions=2).fit(long_store, checkpoint=tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(CheckpointError, match="no checkpoint to resume"):
+        SNRBinnedRidge(alpha=1e3).fit(long_store, checkpoint=tmp_path / "new", resume=True)
 
 
 @pytest.mark.parametrize(
