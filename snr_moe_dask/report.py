@@ -497,6 +497,13 @@ def render_routings(metrics: Mapping[str, Any]) -> list[str]:
         "",
         "\n".join(rows),
     ]
+    oracle = by.get("oracle")
+    if oracle and not oracle["delta_r2"] > 0:
+        text += [
+            "",
+            "The oracle routing does not beat the global model here, so ρ is not a share "
+            "of a gain: read the R² columns instead.",
+        ]
     gate = routings.get("gate")
     if gate:
         flag = (
