@@ -106,18 +106,23 @@ def fold_sse(train: dict, valid: dict, alphas: np.ndarray, standardize: bool) ->
     return syy - 2.0 * cross + quad + valid["n"][0] * d**2
 
 
-def expert_fold_sse(
-    acc: dict, slots: list[int], n_folds: int, fold: int, alphas: np.ndarray, standardize: bool
+def expert_folds(acc: dict, slots: list[int], n_folds: int) -> dict:
+    """One expert's statistics per fold: slot ``f`` pools fold ``f`` of the expert's
+    bins (graph task; one per expert, so its fold tasks need only this)."""
+    return stats.pooled_stats(acc, [[k * n_folds + f for k in slots] for f in range(n_folds)])
+
+
+def fold_sse_task(
+    folds: dict, fold: int, alphas: np.ndarray, standardize: bool
 ) -> tuple[np.ndarray, float]:
     """Held-out SSE of one expert for one fold (graph task).
 
     Parameters
     ----------
-    acc : dict
-        The merged per-(bin, fold) accumulator.
-    slots : list of int
-        The expert's bins (all of them for the global model).
-    n_folds, fold : int
+    folds : dict
+        The expert's per-fold statistics (:func:`expert_folds`).
+    fold : int
+        The held-out fold; the others are the training folds.
     alphas : ndarray
     standardize : bool
 
@@ -128,15 +133,13 @@ def expert_fold_sse(
     n_valid : float
         Spectra in the held-out fold.
     """
-    held = [k * n_folds + fold for k in slots]
-    rest = [k * n_folds + f for k in slots for f in range(n_folds) if f != fold]
-    pooled = stats.pooled_stats(acc, [rest, held])
-    train = {key: value[[0]] for key, value in pooled.items()}
-    valid = {key: value[[1]] for key, value in pooled.items()}
-    n_targets = acc["mean_y"].shape[1]
-    if train["n"][0] < 1 or valid["n"][0] < 1:
-        return np.full((len(alphas), n_targets), np.nan), float(valid["n"][0])
-    return fold_sse(train, valid, alphas, standardize), float(valid["n"][0])
+    n_folds = folds["n"].size
+    train = stats.pooled_stats(folds, [[f for f in range(n_folds) if f != fold]])
+    valid = {key: value[fold : fold + 1] for key, value in folds.items()}  # views
+    n_valid = float(valid["n"][0])
+    if train["n"][0] < 1 or n_valid < 1:
+        return np.full((len(alphas), folds["mean_y"].shape[1]), np.nan), n_valid
+    return fold_sse(train, valid, alphas, standardize), n_valid
 
 
 def summarize_cv(sse: np.ndarray, n_valid: np.ndarray) -> dict[str, np.ndarray]:

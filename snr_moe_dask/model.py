@@ -596,24 +596,31 @@ def train_gate(acc: dict, settings: dict) -> dict:
 
 
 def cv_graph(total, settings: dict) -> list | None:
-    """One task per (expert, fold) computing the held-out error over the alpha grid,
-    or None without cross-validation."""
-    from .cv import expert_fold_sse
+    """Per expert, one task pooling its statistics per fold, then one task per fold
+    computing the held-out error over the alpha grid; None without cross-validation.
+
+    The fold tasks depend only on their expert's pooled statistics (K x P²),
+    not on the whole accumulator, so the scheduler spreads them over workers.
+    """
+    from .cv import expert_folds, fold_sse_task
 
     cv = settings["cv"]
     if not cv:
         return None
     n_bins = len(settings["names"])
     groups = [list(range(n_bins))] + [[k] for k in range(n_bins)]
-    return [
-        [
-            dask.delayed(expert_fold_sse, pure=True)(
-                total, slots, cv["folds"], f, cv["alphas"], settings["standardize"]
-            )
-            for f in range(cv["folds"])
-        ]
-        for slots in groups
-    ]
+    out = []
+    for slots in groups:
+        folds = dask.delayed(expert_folds, pure=True)(total, slots, cv["folds"])
+        out.append(
+            [
+                dask.delayed(fold_sse_task, pure=True)(
+                    folds, f, cv["alphas"], settings["standardize"]
+                )
+                for f in range(cv["folds"])
+            ]
+        )
+    return out
 
 
 def _cv_choice(cv_results: list, settings: dict) -> tuple[np.ndarray, dict]:
