@@ -52,6 +52,19 @@ def pred_vars(params: dict) -> dict:
     return out
 
 
+def check_gate(model: SNRBinnedRidge, routings: list[str]) -> dict | None:
+    """The model's gate; an error when a routing needs it and the model has none."""
+    gate = getattr(model, "gate_", None)
+    needs_gate = [r for r in routings if r in ("learned", "soft")]
+    if needs_gate and gate is None:
+        raise ValueError(
+            f"routing {needs_gate} needs the model's gate, but model "
+            f"{getattr(model, 'path_', '')!r} has none; fit it with oracle routing and the "
+            "gate enabled (the default)"
+        )
+    return gate
+
+
 def model_params(
     model: SNRBinnedRidge,
     routings: list[str],
@@ -61,14 +74,7 @@ def model_params(
     error_scale: float = 1.0,
 ) -> dict:
     """The small dict every evaluation task needs: coefficients, gate and routings."""
-    gate = getattr(model, "gate_", None)
-    needs_gate = [r for r in routings if r in ("learned", "soft")]
-    if needs_gate and gate is None:
-        raise ValueError(
-            f"routing {needs_gate} needs the model's gate, but model "
-            f"{getattr(model, 'path_', '')!r} has none; fit it with oracle routing and the "
-            "gate enabled (the default)"
-        )
+    gate = check_gate(model, routings)
     cv = getattr(model, "cv_", None)
     return {
         "coef": model.coef_,
@@ -310,7 +316,7 @@ def prepare_evaluation(
     threshold = float(get_setting("evaluate.gate-threshold", gate_threshold))
     if not 0 <= threshold <= 1:
         raise ValueError(f"gate threshold must be in [0, 1]; got {threshold}")
-    model_params(model, routings, gate_threshold=threshold)  # the gate is there if needed
+    check_gate(model, routings)
     require = [target] + (["snr"] if "oracle" in routings else [])
     if isinstance(test, xr.Dataset):
         test_name = test.encoding.get("source", "<in-memory dataset>")
@@ -504,6 +510,7 @@ def summarize(
     names = list(model.bin_names_)
     n_bins = len(names)
     sums = summary["sums"]
+    compared = _compared_metrics(summary["route_sums"], n_bins)
     overall = M.finalize(M.pool_slots(sums, list(range(n_bins + 1))))
     overall["delta_r2"] = overall["r2_moe"] - overall["r2_global"]
     overall["n_train"] = int(model.n_train_[0])
@@ -565,12 +572,21 @@ def summarize(
         },
         "solvers": model.solver_,
         "fallback": model.fallback_,
-        "routings": routing_comparison(model, summary, params, gains if n_resamples else None),
-        **({"alpha_cv": alpha_comparison(model, summary, params)} if params.get("fixed") else {}),
+        "routings": routing_comparison(
+            model, summary, compared, params, gains if n_resamples else None
+        ),
+        **({"alpha_cv": alpha_comparison(model, compared, params)} if params.get("fixed") else {}),
     }
 
 
-def routing_comparison(model, summary: dict, params: dict, gains) -> dict:
+def _compared_metrics(sums: dict, n_bins: int) -> tuple[dict, list[dict]]:
+    """Metrics of every compared prediction: over all slots, and per bin."""
+    overall = M.finalize(M.pool_slots(sums, list(range(n_bins + 1))))
+    per_bin = [M.finalize(M.pool_slots(sums, [b])) for b in range(n_bins)]
+    return overall, per_bin
+
+
+def routing_comparison(model, summary: dict, compared, params: dict, gains) -> dict:
     """The ``routings`` section of metrics.json: every routing on the same spectra.
 
     R^2 overall and per true bin, gate accuracy and the confusion matrix of
@@ -580,9 +596,7 @@ def routing_comparison(model, summary: dict, params: dict, gains) -> dict:
     """
     names = list(model.bin_names_)
     n_bins = len(names)
-    sums = summary["route_sums"]
-    overall = M.finalize(M.pool_slots(sums, list(range(n_bins + 1))))
-    per_bin = [M.finalize({k: float(v[b]) for k, v in sums.items()}) for b in range(n_bins)]
+    overall, per_bin = compared
     routings = params["routings"]
     r2_global = overall["r2_global"]
     r2_oracle = overall.get("r2_oracle")
@@ -639,14 +653,12 @@ def routing_comparison(model, summary: dict, params: dict, gains) -> dict:
 LEAKAGE_LIMIT = 0.05
 
 
-def alpha_comparison(model, summary: dict, params: dict) -> dict:
+def alpha_comparison(model, compared, params: dict) -> dict:
     """The CV-chosen alphas against the fixed alpha on the test set, both routed by
     the primary routing, overall and per bin (the ``alpha_cv`` section)."""
     names = list(model.bin_names_)
-    sums = summary["route_sums"]
     primary = params["routings"][0]
-    overall = M.finalize(M.pool_slots(sums, list(range(len(names) + 1))))
-    per_bin = [M.finalize({k: float(v[b]) for k, v in sums.items()}) for b in range(len(names))]
+    overall, per_bin = compared
     cv = model.cv_
     best = {e: float(a) for e, a in zip(model.experts_, model.alpha_)}
     return {
