@@ -312,10 +312,33 @@ def run_graph(*collections, label: str = "", quiet: bool | None = None):
     except ValueError:
         return dask.compute(*collections)
     futures = client.compute(list(collections))
-    if not quiet:
-        if label:
-            print(label, file=sys.stderr, flush=True)
-        if sys.stderr.isatty():  # a redrawn bar only where it redraws, not in logs
-            progress(futures, notebook=False)
-            print(file=sys.stderr, flush=True)
-    return tuple(client.gather(futures))
+    try:
+        if not quiet:
+            if label:
+                print(label, file=sys.stderr, flush=True)
+            if sys.stderr.isatty():  # a redrawn bar only where it redraws, not in logs
+                progress(futures, notebook=False)
+                print(file=sys.stderr, flush=True)
+        return tuple(client.gather(futures))
+    except Exception:
+        # A failed task does not stop the others already running, and some write
+        # into a temporary output the caller is about to delete: let them finish.
+        client.cancel(futures)
+        _wait_until_idle(client)
+        raise
+
+
+def _wait_until_idle(client, timeout: float = 30.0) -> None:
+    """Wait (at most ``timeout`` s) until no worker is executing a task."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            busy = client.run(lambda dask_worker: dask_worker.state.executing_count)
+        except Exception as exc:  # noqa: BLE001 - cleanup only; the original error is raised
+            del exc
+            return
+        if not any(busy.values()):
+            return
+        time.sleep(0.1)
