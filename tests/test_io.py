@@ -97,3 +97,29 @@ def test_mask_must_be_bool(small_survey, tmp_path):
     path = write(ds, tmp_path / "s.zarr")
     with pytest.raises(StoreError, match=r"variable 'mask' .* has dtype uint8; expected bool"):
         open_spectra(path)
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+def test_raw_chunk_reads_equal_zarr(small_survey, tmp_path, codec):
+    """StoreRows reads uncompressed, chunk-aligned rows straight from the chunk
+    file; every row range, aligned or not, compressed or not, equals zarr's read."""
+    import zarr
+
+    from snr_moe_dask.io import StoreRows, raw_chunk_file
+
+    ds = small_survey.isel(spectrum=slice(0, 860))  # a partial last chunk (860 = 5 x 150 + 110)
+    compressors = [zarr.codecs.ZstdCodec()] if codec == "zstd" else None
+    encoding = {v: {"compressors": compressors} for v in ("flux", "error", "snr", "logg", "teff")}
+    ds.to_zarr(tmp_path / "s.zarr", mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+    path = str(tmp_path / "s.zarr")
+    group = zarr.open_group(path, mode="r")
+    ranges = [(0, 150), (150, 300), (750, 860), (10, 150), (0, 300), (700, 860)]
+    for start, stop in ranges:
+        aligned = start % 150 == 0 and stop == min(start + 150, 860)
+        raw = raw_chunk_file(group["flux"], slice(start, stop))
+        assert (raw is not None) == (aligned and codec == "none"), (start, stop)
+        rows = StoreRows(path, start, stop, ("logg", "teff"), True, False).read()
+        for var in ("flux", "error", "snr"):
+            np.testing.assert_array_equal(rows[var], group[var][start:stop])
+        y = np.column_stack([group["logg"][start:stop], group["teff"][start:stop]])
+        np.testing.assert_array_equal(rows["y"], y)
