@@ -84,11 +84,32 @@ def compute_snr(flux: np.ndarray, error: np.ndarray, bad: np.ndarray | None = No
         bad = find_bad_pixels(flux, error)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.divide(flux, error, dtype=np.result_type(flux, error, np.float32))
-    if not bad.any():
-        # ratio is our own temporary, so the median may partition it in place.
-        return np.median(ratio, axis=1, overwrite_input=True).astype(np.float64)
-    ratio[bad] = np.nan
     out = np.full(ratio.shape[0], np.nan)
-    some_good = ~bad.all(axis=1)
-    out[some_good] = np.nanmedian(ratio[some_good], axis=1, overwrite_input=True)
+    clean = ~bad.any(axis=1)
+    # ratio is our own temporary, so the median may partition it in place.
+    out[clean] = row_median(ratio if clean.all() else ratio[clean])
+    dirty = np.flatnonzero(~clean & ~bad.all(axis=1))
+    if dirty.size:
+        part = ratio[dirty]
+        part[bad[dirty]] = np.nan
+        out[dirty] = np.nanmedian(part, axis=1, overwrite_input=True)
     return out
+
+
+def row_median(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=1)``, bit for bit, for finite values; ``a`` is reordered.
+
+    One partition per row at the upper middle element, then the largest
+    element below it for an even count. numpy's vectorised selection makes
+    this about 7x faster than ``np.median``, which partitions at three
+    positions and so takes the slow general path (BENCHMARKS.md).
+    """
+    n = a.shape[1]
+    if a.shape[0] == 0 or n == 0:
+        return np.full(a.shape[0], np.nan)
+    a.partition(n // 2, axis=1)
+    upper = a[:, n // 2]
+    if n % 2:
+        return upper.astype(np.float64)
+    lower = a[:, : n // 2].max(axis=1)
+    return np.mean(np.stack([lower, upper], axis=1), axis=1).astype(np.float64)

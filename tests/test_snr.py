@@ -1,0 +1,49 @@
+"""The observed SNR: the fast row median against numpy, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from snr_moe_dask.snr import compute_snr, find_bad_pixels, row_median
+
+values = st.floats(-1e6, 1e6, allow_nan=False, width=32) | st.sampled_from([0.0, 1.0, -np.inf, np.inf])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    a=hnp.arrays(
+        st.sampled_from([np.float32, np.float64]),
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
+        elements=values,
+    )
+)
+def test_row_median_is_numpys_median(a):
+    """Odd and even counts, ties, infinities, float32 and float64."""
+    expected = np.median(a, axis=1).astype(np.float64)
+    np.testing.assert_array_equal(row_median(a.copy()), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    m=st.integers(1, 30),
+    n=st.integers(1, 50),
+    seed=st.integers(0, 2**32 - 1),
+    bad_rate=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+)
+def test_compute_snr_is_the_median_over_good_pixels(m, n, seed, bad_rate):
+    rng = np.random.default_rng(seed)
+    flux = rng.normal(3, 2, (m, n)).astype(np.float32)
+    error = rng.uniform(0.5, 2, (m, n)).astype(np.float32)
+    hit = rng.random((m, n)) < bad_rate
+    error[hit] = rng.choice(np.array([0.0, -1.0, np.nan, np.inf], np.float32), hit.sum())
+    bad = find_bad_pixels(flux, error)
+    ratio = np.where(bad, np.nan, flux / np.where(bad, 1, error))
+    with np.errstate(all="ignore"):
+        expected = np.array(
+            [np.median(r[~np.isnan(r)]) if (~np.isnan(r)).any() else np.nan for r in ratio]
+        )
+    np.testing.assert_array_equal(compute_snr(flux, error, bad), expected)
+    np.testing.assert_array_equal(compute_snr(flux, error), expected)
