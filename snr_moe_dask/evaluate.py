@@ -23,7 +23,15 @@ from . import metrics as M
 from .binning import bin_ranges
 from .cluster import run_graph
 from .config import get_setting
-from .io import SPECTRUM, atomic_path, check_output, open_spectra, write_json
+from .io import (
+    SPECTRUM,
+    StoreRows,
+    atomic_path,
+    check_output,
+    open_spectra,
+    store_row_chunks,
+    write_json,
+)
 from .model import SNRBinnedRidge, load_model
 from .predict import evaluate_block
 from .reduce import pairwise_tree
@@ -128,6 +136,28 @@ def _block_tasks(model, arrays: dict, params: dict):
         )
     ]
     return tasks, rows
+
+
+def _store_block_tasks(path: str, ds: xr.Dataset, params: dict, target: str):
+    """One ``evaluate_rows`` task per stored chunk, each reading its own rows."""
+    row_chunks = store_row_chunks(ds)
+    params_key = dask.delayed(params, pure=True)
+    token = tokenize(ds["flux"].data, params_key, "rows")
+    tasks = [
+        dask.delayed(evaluate_rows, pure=True)(
+            StoreRows(path, a, b, (target,), "snr" in ds, "mask" in ds),
+            params_key,
+            dask_key_name=f"evaluate-{token}-{i}",
+        )
+        for i, (a, b) in enumerate(row_chunks)
+    ]
+    return tasks, tuple(b - a for a, b in row_chunks)
+
+
+def evaluate_rows(rows: StoreRows, params: dict) -> dict[str, np.ndarray]:
+    """Read one chunk from its store and evaluate it (graph task)."""
+    d = rows.read()
+    return evaluate_block(d["flux"], d["error"], d.get("mask"), d["y"][:, 0], d.get("snr"), params)
 
 
 def _check_routings(routings: list[str], arrays_or_ds) -> None:
@@ -329,6 +359,7 @@ def prepare_evaluation(
         ds = open_spectra(test, require=require)
     check_compatible(model, ds, test_name)
     settings = {
+        "store": None if isinstance(test, xr.Dataset) else test_name,
         "routings": routings,
         "gate_threshold": threshold,
         "error_scale": float(error_scale),
@@ -357,6 +388,7 @@ def evaluate_into(
     extra: dict | None = None,
     gate_threshold: float | None = None,
     error_scale: float = 1.0,
+    store: str | None = None,
 ) -> dict:
     """Run the evaluation graph and write its outputs into an existing directory.
 
@@ -383,6 +415,10 @@ def evaluate_into(
         Soft routing falls back to the global model below this max probability.
     error_scale : float
         Multiply the test errors by this (the gate's robustness study).
+    store : str, optional
+        The path ``ds`` was opened from: each evaluation task then reads its
+        own chunk from the store (as the fit's fold tasks do) instead of
+        taking it from separate read tasks.
     """
     t0 = time.perf_counter()
     target_index = model.targets_.index(target)
@@ -406,7 +442,10 @@ def evaluate_into(
     )
     params["by_true"] = "snr" in ds  # compare routings within true bins when known
     variables = pred_vars(params)
-    tasks, rows = _block_tasks(model, arrays, params)
+    if store is not None:
+        tasks, rows = _store_block_tasks(store, ds, params, target)
+    else:
+        tasks, rows = _block_tasks(model, arrays, params)
     preds = _arrays_from_tasks(tasks, rows, model.coef_.shape[2], variables)
     y_lo, y_hi = (
         float(v) for v in dask.compute(da.nanmin(ds[target].data), da.nanmax(ds[target].data))

@@ -186,3 +186,17 @@ def test_predict_is_lazy_for_datasets(fitted):
     with dask.config.set(scheduler="threads"):
         _, _, ym, _ = reference(model_path, test)
         np.testing.assert_allclose(pred.compute(), ym, rtol=1e-10)
+
+
+def test_store_path_and_dataset_give_identical_outputs(fitted, tmp_path, client):
+    """From a path, each task reads its own chunk from the store; from a Dataset,
+    the chunks come from xarray's read tasks. Both give the same bytes."""
+    model_path, test = fitted
+    kw = {"routing": "oracle,observed", "bootstrap": 50, "report": False}
+    by_path = evaluate_model(model_path, test, tmp_path / "path", **kw)
+    by_ds = evaluate_model(model_path, open_spectra(test), tmp_path / "ds", **kw)
+    for key in ("overall", "bins", "routings"):
+        assert by_path[key] == by_ds[key], key
+    a = xr.open_zarr(tmp_path / "path" / "predictions.zarr", consolidated=False).load()
+    b = xr.open_zarr(tmp_path / "ds" / "predictions.zarr", consolidated=False).load()
+    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())

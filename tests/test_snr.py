@@ -9,7 +9,9 @@ from hypothesis.extra import numpy as hnp
 
 from snr_moe_dask.snr import compute_snr, find_bad_pixels, row_median
 
-values = st.floats(-1e6, 1e6, allow_nan=False, width=32) | st.sampled_from([0.0, 1.0, -np.inf, np.inf])
+values = st.floats(-1e6, 1e6, allow_nan=False, width=32) | st.sampled_from(
+    [0.0, 1.0, -np.inf, np.inf]
+)
 
 
 @settings(max_examples=200, deadline=None)
