@@ -309,6 +309,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             n_folds=settings["cv"]["folds"] if settings["cv"] else 1,
             cv_seed=settings["cv"]["seed"] if settings["cv"] else 0,
             gate=settings["gate"],
+            buffer_mb=float(get_setting("fit.buffer-mb")),
         )
         if isinstance(X, str | os.PathLike):
             source = str(X)

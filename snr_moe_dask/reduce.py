@@ -44,10 +44,16 @@ class ReduceSpec:
     n_folds: int = 1
     cv_seed: int = 0
     gate: str = ""  # the gate's feature set, "" for no gate
+    buffer_mb: float = 0.0  # memory for rows waiting for their slot's product (stats.fold_chunk)
 
 
-def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, start: int, spec: ReduceSpec):
-    """Fold one chunk (spectra ``start``...) into ``acc`` and record its SNR (graph task)."""
+def fold_arrays(
+    acc, index: int, flux, error, mask, y, true_snr, start: int, spec: ReduceSpec, last=True
+):
+    """Fold one chunk (spectra ``start``...) into ``acc`` and record its SNR (graph task).
+
+    ``last`` marks the last chunk of a fold chain, after which ``acc`` is complete.
+    """
     if spec.strict:
         check_no_bad_pixels(flux, error, mask, start)
     bad = find_bad_pixels(flux, error, mask)
@@ -67,6 +73,10 @@ def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, start: int, spe
         precision=spec.precision,
         folds=folds,
         n_folds=spec.n_folds,
+        buffer_rows=stats.buffer_rows(
+            spec.buffer_mb, (len(spec.edges) + 1) * spec.n_folds, flux.shape[1], spec.precision
+        ),
+        flush=last,
     )
     acc.setdefault("snr", {})[index] = snr
     if spec.routing != "observed":
@@ -77,11 +87,20 @@ def fold_arrays(acc, index: int, flux, error, mask, y, true_snr, start: int, spe
     return acc
 
 
-def fold_rows(acc, index: int, rows: StoreRows, spec: ReduceSpec):
+def fold_rows(acc, index: int, rows: StoreRows, spec: ReduceSpec, last=True):
     """Read a chunk from its store and fold it into ``acc`` (graph task)."""
     d = rows.read()
     return fold_arrays(
-        acc, index, d["flux"], d["error"], d.get("mask"), d["y"], d.get("snr"), rows.start, spec
+        acc,
+        index,
+        d["flux"],
+        d["error"],
+        d.get("mask"),
+        d["y"],
+        d.get("snr"),
+        rows.start,
+        spec,
+        last,
     )
 
 
@@ -184,7 +203,7 @@ def build_fit_graph(
         for i in run:
             func, args = chunks[i]
             acc = dask.delayed(func, pure=True)(
-                acc, i, *args, spec, dask_key_name=f"fold-{token}-{p}-{i}"
+                acc, i, *args, spec, i == run.stop - 1, dask_key_name=f"fold-{token}-{p}-{i}"
             )
             folded += 1
             save_now = (i + 1 - run.start) % checkpoint["every"] == 0 if checkpoint else False

@@ -24,6 +24,11 @@ key                shape                          meaning
 The last slot of the count arrays holds spectra with no bin (NaN SNR),
 which are always excluded.
 
+While a fold chain runs, its accumulator may also hold ``buffer_x``
+(n_slots, rows, n_pixels), ``buffer_y`` and ``buffer_n``: each slot's rows
+not yet folded (see :func:`fold_chunk`). They are folded and dropped with
+the chain's last chunk, so a merged accumulator never has them.
+
 Each chunk is centred on its own per-slot means and merged with the pairwise
 update of Chan, Golub & LeVeque (1979), in float64. With ``precision =
 "float32"`` the chunk's centred product X_c^T X_c is formed in float32 (BLAS
@@ -226,6 +231,8 @@ def fold_chunk(
     precision: str,
     folds: np.ndarray | None = None,
     n_folds: int = 1,
+    buffer_rows: int = 0,
+    flush: bool = True,
 ) -> dict:
     """Fold one chunk of spectra into ``acc`` (in place) and return it.
 
@@ -251,6 +258,16 @@ def fold_chunk(
         Each spectrum's cross-validation fold (see :func:`snr_moe_dask.cv.assign_folds`).
     n_folds : int
         Number of folds; statistics are kept per (bin, fold) slot.
+    buffer_rows : int
+        With 0, each slot's rows of this chunk are folded at once. Otherwise
+        each slot collects up to this many rows (from this and later chunks)
+        in a buffer kept in ``acc`` and folds them together: one large BLAS
+        product and one float64 addition instead of one per chunk, which is
+        faster when a chunk's rows are spread over many slots. The buffers
+        are part of the accumulator (a checkpoint saves them).
+    flush : bool
+        Fold the rows still in the buffers and drop them, so that ``acc`` is
+        complete: pass True with the last chunk of a fold chain.
     """
     n_bins = len(edges) + 1
     if acc is None:
@@ -260,44 +277,109 @@ def fold_chunk(
     for key, value in counts.items():
         acc[key] += value
     slot_of = bins * n_folds + (0 if folds is None else folds)
+    dtype = np.dtype(precision)
     for k in range(n_bins * n_folds):
         rows = np.flatnonzero(use & (slot_of == k))
         if rows.size == 0:
             continue
-        xc, mean_x, shift = _centred_rows(x, bad, rows, precision)
-        yk = y[rows].astype(np.float64)
-        mean_y = yk.mean(axis=0)
-        yc = yk - mean_y
-        _syrk(xc, acc["sxx"][k])
-        sxy = (xc.T @ yc.astype(xc.dtype)).astype(np.float64)
-        if shift is not None:
-            # xc was centred on a float32-rounded mean c, not the mean m:
-            # sum (x-c)(x-c)^T = S + n (m-c)(m-c)^T, and sum (x-c)(y-ybar)^T = S_xy.
-            _syr(-float(rows.size), shift, acc["sxx"][k])
-        merge_into(acc, k, float(rows.size), mean_x, mean_y, None, sxy, yc.T @ yc)
+        if buffer_rows <= 0:
+            _fold_slot(acc, k, _slot_rows(x, bad, rows, dtype), y[rows], precision)
+        else:
+            _buffer_slot(acc, k, x, bad, y, rows, dtype, buffer_rows, precision)
+    if flush:
+        flush_buffers(acc)
     return acc
 
 
-def _centred_rows(x, bad, rows, precision):
-    """Rows of one bin, centred, in the product dtype.
+_BUFFER_KEYS = ("buffer_x", "buffer_y", "buffer_n")
+MAX_BUFFER_ROWS = 4096
 
-    Returns ``(xc, mean, shift)``. In float64 the rows are centred on their
-    mean. In float32 they are centred on the mean rounded to float32, in one
-    float32 pass; ``shift`` = mean - that centre, for an exact rank-1 correction.
-    """
+
+def buffer_rows(budget_mb: float, n_slots: int, n_pixels: int, precision: str) -> int:
+    """Rows per slot buffer (see :func:`fold_chunk`) that fit in ``budget_mb``
+    MiB for all slots, at most 4096; 0 (no buffers) below 256 rows."""
+    per_row = n_slots * n_pixels * np.dtype(precision).itemsize
+    rows = min(int(budget_mb * 2**20 // per_row), MAX_BUFFER_ROWS)
+    return rows if rows >= 256 else 0
+
+
+def _buffer_slot(acc, k, x, bad, y, rows, dtype, capacity, precision) -> None:
+    """Copy slot ``k``'s rows into its buffer, folding the buffer whenever it fills."""
+    if "buffer_x" not in acc:
+        n_slots = acc["n"].size
+        acc["buffer_x"] = np.empty((n_slots, capacity, x.shape[1]), dtype=dtype)
+        acc["buffer_y"] = np.empty((n_slots, capacity, y.shape[1]))
+        acc["buffer_n"] = np.zeros(n_slots, dtype=np.int64)
+    bx, by, bn = acc["buffer_x"][k], acc["buffer_y"][k], acc["buffer_n"]
+    imputed = _slot_rows(x, bad, rows, dtype) if bad[rows].any() else None
+    done = 0
+    while done < rows.size:
+        n = int(bn[k])
+        take = min(bx.shape[0] - n, rows.size - done)
+        if imputed is not None:
+            bx[n : n + take] = imputed[done : done + take]
+        elif x.dtype == dtype:
+            np.take(x, rows[done : done + take], axis=0, out=bx[n : n + take])
+        else:
+            bx[n : n + take] = x[rows[done : done + take]]
+        by[n : n + take] = y[rows[done : done + take]]
+        done += take
+        bn[k] = n + take
+        if bn[k] == bx.shape[0]:
+            _fold_slot(acc, k, bx, by, precision)
+            bn[k] = 0
+
+
+def flush_buffers(acc: dict) -> dict:
+    """Fold the rows waiting in ``acc``'s buffers (see :func:`fold_chunk`), drop the
+    buffers and return ``acc``."""
+    if "buffer_x" in acc:
+        precision = acc["buffer_x"].dtype.name
+        for k in np.flatnonzero(acc["buffer_n"]):
+            n = int(acc["buffer_n"][k])
+            _fold_slot(acc, k, acc["buffer_x"][k, :n], acc["buffer_y"][k, :n], precision)
+        for key in _BUFFER_KEYS:
+            del acc[key]
+    return acc
+
+
+def _slot_rows(x, bad, rows, dtype) -> np.ndarray:
+    """A new array of the ``rows`` of ``x`` in ``dtype``, bad pixels imputed
+    (:func:`impute_bad_pixels`, over these rows)."""
     xk = x[rows]
     badk = bad[rows]
-    if precision == "float64" or badk.any():
+    if badk.any():
         xk = impute_bad_pixels(xk.astype(np.float64), badk)
+    return xk.astype(dtype, copy=False)
+
+
+def _fold_slot(acc: dict, k: int, xk: np.ndarray, yk: np.ndarray, precision: str) -> None:
+    """Fold rows ``xk`` (product dtype; centred in place) with targets ``yk`` into slot ``k``."""
+    xc, mean_x, shift = _centre(xk, precision)
+    yk = np.asarray(yk, dtype=np.float64)
+    mean_y = yk.mean(axis=0)
+    yc = yk - mean_y
+    _syrk(xc, acc["sxx"][k])
+    sxy = (xc.T @ yc.astype(xc.dtype)).astype(np.float64)
+    if shift is not None:
+        # xc was centred on a float32-rounded mean c, not the mean m:
+        # sum (x-c)(x-c)^T = S + n (m-c)(m-c)^T, and sum (x-c)(y-ybar)^T = S_xy.
+        _syr(-float(len(xk)), shift, acc["sxx"][k])
+    merge_into(acc, k, float(len(xk)), mean_x, mean_y, None, sxy, yc.T @ yc)
+
+
+def _centre(xk, precision):
+    """Centre rows in place. Returns ``(xc, mean, shift)``.
+
+    In float64 the rows are centred on their mean. In float32 they are
+    centred on the mean rounded to float32, in one float32 pass; ``shift`` =
+    mean - that centre, for an exact rank-1 correction.
+    """
     mean = xk.mean(axis=0, dtype=np.float64)
     if precision == "float64":
         return np.subtract(xk, mean, out=xk), mean, None
     centre = mean.astype(np.float32)
-    xc = (
-        np.subtract(xk, centre, out=xk, dtype=np.float32)
-        if xk.dtype == np.float32
-        else (xk - centre).astype(np.float32)
-    )
+    xc = np.subtract(xk, centre, out=xk, dtype=np.float32)
     shift = mean - centre.astype(np.float64)
     return xc, mean, shift if shift.any() else None
 

@@ -142,3 +142,78 @@ def test_observed_snr_skips_bad_pixels():
     snr = compute_snr(flux, error, bad)
     np.testing.assert_allclose(snr[:2], [2.0, 4.0])
     assert np.isnan(snr[2])
+
+
+def fold_buffered(x, y, snr, splits, buffer_rows, bad=None, precision="float64", folds=None):
+    """Fold chunk by chunk through the slot buffers, flushing with the last chunk."""
+    bad = np.zeros(x.shape, dtype=bool) if bad is None else bad
+    parts = np.split(np.arange(len(x)), splits)
+    acc = None
+    for i, part in enumerate(parts):
+        acc = stats.fold_chunk(
+            acc,
+            x[part],
+            y[part],
+            bad[part],
+            snr[part],
+            edges=EDGES,
+            max_bad_fraction=0.5,
+            precision=precision,
+            folds=None if folds is None else folds[part],
+            n_folds=1 if folds is None else 3,
+            buffer_rows=buffer_rows,
+            flush=i == len(parts) - 1,
+        )
+    return acc
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(1, 150),
+    p=st.integers(1, 10),
+    cuts=st.lists(st.integers(0, 150), max_size=6),
+    buffer_rows=st.integers(1, 40),
+)
+def test_buffered_fold_equals_direct(seed, n, p, cuts, buffer_rows):
+    """Rows collected over chunks in slot buffers of any size give the same statistics."""
+    x, y, snr = make_data(seed, n, p, t=2)
+    splits = sorted({c for c in cuts if 0 < c < n})
+    acc = fold_buffered(x, y, snr, splits, buffer_rows)
+    assert not any(key.startswith("buffer") for key in acc)  # flushed and dropped
+    assert_matches(acc, direct(x, y, snr))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(2, 150),
+    cuts=st.lists(st.integers(0, 150), max_size=5),
+    buffer_rows=st.integers(1, 60),
+    precision=st.sampled_from(["float32", "float64"]),
+)
+def test_buffered_fold_imputes_each_chunk_as_unbuffered(seed, n, cuts, buffer_rows, precision):
+    """Bad pixels are imputed per chunk and slot before rows wait in a buffer, so
+    buffering changes only the grouping of products (round-off); CV slots too."""
+    rng = np.random.default_rng(seed)
+    x, y, snr = make_data(seed, n, 8, t=1, offset=3.0)
+    bad = rng.random(x.shape) < 0.1
+    folds = rng.integers(0, 3, n)
+    splits = sorted({c for c in cuts if 0 < c < n})
+    kw = {"bad": bad, "precision": precision, "folds": folds}
+    buffered = fold_buffered(x, y, snr, splits, buffer_rows, **kw)
+    plain = fold_buffered(x, y, snr, splits, 0, **kw)
+    tol = 1e-10 if precision == "float64" else 1e-5
+    for key in ("n", "bad_pixels", "excluded_bad"):
+        np.testing.assert_array_equal(buffered[key], plain[key])
+    for key in ("mean_x", "mean_y", "sxy", "syy", "sxx"):
+        scale = np.abs(plain[key]).max() + 1e-12
+        np.testing.assert_allclose(buffered[key], plain[key], rtol=0, atol=tol * scale)
+
+
+def test_buffer_rows_fit_the_budget():
+    assert stats.buffer_rows(128, 4, 4096, "float32") == 2048
+    assert stats.buffer_rows(128, 20, 4096, "float32") == 409
+    assert stats.buffer_rows(1024, 4, 64, "float64") == stats.MAX_BUFFER_ROWS
+    assert stats.buffer_rows(1, 20, 4096, "float32") == 0  # too few rows to help
+    assert stats.buffer_rows(0, 4, 4096, "float32") == 0
