@@ -177,3 +177,18 @@ def test_cv_benchmark_runs_at_tiny_size(tmp_path):
     assert set(result["cv"]["alpha"]) == {"global", "X", "L", "M", "H"}
     # The fixed-alpha solution from the CV statistics is the plain fit's.
     assert result["fixed_alpha_agreement"] < 1e-6
+
+
+def test_profile_runs_on_the_tiny_store_and_checks_both_ways(tiny_run, tmp_path):
+    """Each profiled step is timed both ways, and both ways agree."""
+    profile = importlib.import_module("benchmarks.profile")
+    store = next(tiny_run[2].glob("train-n600-*.zarr"))
+    out = tmp_path / "profile.json"
+    args = ["--store", str(store), "--chunks", "2", "--repeat", "1", "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert profile.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["read"]["direct_s"] > 0  # the harness writes uncompressed chunks
+    assert result["products"]["chunks"] == 2
+    assert result["products"]["max_relative_difference"] < 1e-5
+    assert result["solve"]["max_relative_difference"] < 1e-9
