@@ -1,0 +1,94 @@
+"""The task stream of one fit: how long each kind of task took, and on which worker.
+
+Run as ``python -m benchmarks.timeline [--store PATH] [--workers 2] [--out FILE]``.
+It fits the same five models as ``python -m benchmarks`` (no gate) on a
+LocalCluster of single-threaded workers, with distributed's task stream
+recording every task, then prints per kind of task (fold, merge, solve, ...)
+the count and total, mean and largest duration of its compute and transfer
+steps, and each worker's fold durations in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .harness import BIN_NAMES, EDGES, TARGET, started_cluster
+
+
+def task_kind(key) -> str:
+    name = key if isinstance(key, str) else key[0]
+    return name.split("-")[0]
+
+
+def summarize(stream: list[dict], t0: float) -> dict:
+    steps = collections.defaultdict(list)
+    folds = collections.defaultdict(list)
+    for task in stream:
+        kind = task_kind(task["key"])
+        for step in task["startstops"]:
+            seconds = step["stop"] - step["start"]
+            steps[f"{kind} {step['action']}"].append(seconds)
+            if kind == "fold" and step["action"] == "compute":
+                folds[task["worker"]].append((step["start"] - t0, seconds))
+    return {
+        "steps": {
+            k: {"count": len(v), "total_s": sum(v), "mean_s": float(np.mean(v)), "max_s": max(v)}
+            for k, v in sorted(steps.items())
+        },
+        "folds_by_worker": {w: [s for _, s in sorted(v)] for w, v in folds.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.timeline", description=__doc__)
+    parser.add_argument("--store", default="data/bench/train-n100000-p4096-c4096-s42.zarr")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if not Path(args.store).exists():
+        parser.error(f"no store {args.store!r}: generate it with `python -m benchmarks --n 100000`")
+    from distributed import get_task_stream
+
+    from snr_moe_dask.model import SNRBinnedRidge
+
+    model = SNRBinnedRidge(
+        alpha=1e5,
+        bins=list(EDGES),
+        bin_names=list(BIN_NAMES),
+        target=TARGET,
+        min_spectra=1,
+        gate=False,
+    )
+    with started_cluster(args.workers) as (client, _):
+        with get_task_stream(client) as stream:
+            t0 = time.time()
+            model.fit(args.store)
+            seconds = time.time() - t0
+        result = {
+            "command": "python -m benchmarks.timeline " + " ".join(argv or sys.argv[1:]),
+            "fit_s": seconds,
+            **model.timings_,
+            **summarize(stream.data, t0),
+        }
+    for kind, s in result["steps"].items():
+        print(
+            f"{kind:24s} {s['count']:4d} tasks  total {s['total_s']:7.2f} s  "
+            f"mean {s['mean_s']:6.3f} s  max {s['max_s']:6.3f} s"
+        )
+    for worker, folds in result["folds_by_worker"].items():
+        print(f"folds on {worker}: " + " ".join(f"{s:.2f}" for s in folds))
+    print(f"fit {seconds:.1f} s (pass {result['pass']:.1f} s, solve {result['solve']:.1f} s)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
