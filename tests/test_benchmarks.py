@@ -192,3 +192,15 @@ def test_profile_runs_on_the_tiny_store_and_checks_both_ways(tiny_run, tmp_path)
     assert result["products"]["chunks"] == 2
     assert result["products"]["max_relative_difference"] < 1e-5
     assert result["solve"]["max_relative_difference"] < 1e-9
+
+
+def test_timeline_records_every_kind_of_task(tiny_run, tmp_path):
+    timeline = importlib.import_module("benchmarks.timeline")
+    store = next(tiny_run[2].glob("train-n600-*.zarr"))
+    out = tmp_path / "timeline.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert timeline.main(["--store", str(store), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["steps"]["fold compute"]["count"] == 2  # 600 spectra in chunks of 300
+    assert "solve_experts compute" in result["steps"]
+    assert sum(len(f) for f in result["folds_by_worker"].values()) == 2
