@@ -20,9 +20,14 @@ def make_data(seed, n, p, t=1, offset=0.0):
     return x, y, snr
 
 
-def fold_all(x, y, snr, splits, precision="float64", acc=None):
-    bad = np.zeros(x.shape, dtype=bool)
-    for part in np.split(np.arange(len(x)), splits):
+def fold_all(
+    x, y, snr, splits, precision="float64", acc=None, *, bad=None, folds=None, buffer_rows=0
+):
+    """Fold chunk by chunk (through slot buffers of ``buffer_rows``, flushed with
+    the last chunk), with 3 CV folds when ``folds`` is given."""
+    bad = np.zeros(x.shape, dtype=bool) if bad is None else bad
+    parts = np.split(np.arange(len(x)), splits)
+    for i, part in enumerate(parts):
         acc = stats.fold_chunk(
             acc,
             x[part],
@@ -32,6 +37,10 @@ def fold_all(x, y, snr, splits, precision="float64", acc=None):
             edges=EDGES,
             max_bad_fraction=0.2,
             precision=precision,
+            folds=None if folds is None else folds[part],
+            n_folds=1 if folds is None else 3,
+            buffer_rows=buffer_rows,
+            flush=i == len(parts) - 1,
         )
     return acc
 
@@ -144,29 +153,6 @@ def test_observed_snr_skips_bad_pixels():
     assert np.isnan(snr[2])
 
 
-def fold_buffered(x, y, snr, splits, buffer_rows, bad=None, precision="float64", folds=None):
-    """Fold chunk by chunk through the slot buffers, flushing with the last chunk."""
-    bad = np.zeros(x.shape, dtype=bool) if bad is None else bad
-    parts = np.split(np.arange(len(x)), splits)
-    acc = None
-    for i, part in enumerate(parts):
-        acc = stats.fold_chunk(
-            acc,
-            x[part],
-            y[part],
-            bad[part],
-            snr[part],
-            edges=EDGES,
-            max_bad_fraction=0.5,
-            precision=precision,
-            folds=None if folds is None else folds[part],
-            n_folds=1 if folds is None else 3,
-            buffer_rows=buffer_rows,
-            flush=i == len(parts) - 1,
-        )
-    return acc
-
-
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**16),
@@ -179,7 +165,7 @@ def test_buffered_fold_equals_direct(seed, n, p, cuts, buffer_rows):
     """Rows collected over chunks in slot buffers of any size give the same statistics."""
     x, y, snr = make_data(seed, n, p, t=2)
     splits = sorted({c for c in cuts if 0 < c < n})
-    acc = fold_buffered(x, y, snr, splits, buffer_rows)
+    acc = fold_all(x, y, snr, splits, buffer_rows=buffer_rows)
     assert not any(key.startswith("buffer") for key in acc)  # flushed and dropped
     assert_matches(acc, direct(x, y, snr))
 
@@ -201,8 +187,8 @@ def test_buffered_fold_imputes_each_chunk_as_unbuffered(seed, n, cuts, buffer_ro
     folds = rng.integers(0, 3, n)
     splits = sorted({c for c in cuts if 0 < c < n})
     kw = {"bad": bad, "precision": precision, "folds": folds}
-    buffered = fold_buffered(x, y, snr, splits, buffer_rows, **kw)
-    plain = fold_buffered(x, y, snr, splits, 0, **kw)
+    buffered = fold_all(x, y, snr, splits, buffer_rows=buffer_rows, **kw)
+    plain = fold_all(x, y, snr, splits, **kw)
     tol = 1e-10 if precision == "float64" else 1e-5
     for key in ("n", "bad_pixels", "excluded_bad"):
         np.testing.assert_array_equal(buffered[key], plain[key])
