@@ -12,6 +12,8 @@ benchmarks`` (by default the 100k x 4096 one). Each step is the best of
   :func:`snr_moe_dask.snr.row_median`;
 - ``products``: the per-bin float32 products of ``--chunks`` chunks folded one
   chunk at a time, against slot buffers (``snr-moe.fit.buffer-mb``);
+- ``syrk_us_per_row``: the cost per row of one float32 product by the rows
+  in the call (why the buffers help);
 - ``solve``: one 4096² ridge system (the chunk's Gram matrix + alpha) by a
   float64 Cholesky factor, against the float32 factor with float64 refinement.
 """
@@ -98,6 +100,22 @@ def profile_products(chunks: list[dict], repeat: int) -> dict:
     }
 
 
+def profile_syrk_rows(flux: np.ndarray, repeat: int) -> dict:
+    """Microseconds per row of one float32 product into the float64 accumulator,
+    by the number of rows in the call."""
+    from snr_moe_dask import stats
+
+    out = np.zeros((flux.shape[1], flux.shape[1]))
+    per_row = {}
+    for rows in (256, 512, 1024, 2048, 4096):
+        if rows > len(flux):
+            break
+        x = np.ascontiguousarray(flux[:rows] - flux[:rows].mean(axis=0))
+        seconds, _ = best_of(repeat, stats._syrk, x, out)
+        per_row[str(rows)] = seconds / rows * 1e6
+    return per_row
+
+
 def profile_solve(flux: np.ndarray, repeat: int) -> dict:
     from snr_moe_dask import solve
 
@@ -137,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             "read": profile_read(args.store, args.repeat),
             "median": profile_median(chunks[0]["flux"], chunks[0]["error"], args.repeat),
             "products": profile_products(chunks, args.repeat),
+            "syrk_us_per_row": profile_syrk_rows(chunks[0]["flux"], args.repeat),
             "solve": profile_solve(chunks[0]["flux"], args.repeat),
         }
     text = json.dumps(result, indent=1)
