@@ -15,7 +15,9 @@ benchmarks`` (by default the 100k x 4096 one). Each step is the best of
 - ``syrk_us_per_row``: the cost per row of one float32 product by the rows
   in the call (why the buffers help);
 - ``solve``: one 4096² ridge system (the chunk's Gram matrix + alpha) by a
-  float64 Cholesky factor, against the float32 factor with float64 refinement.
+  float64 Cholesky factor, against the float32 factor with float64 refinement;
+- ``predict``: five experts' float64 predictions of a chunk, converting the
+  whole chunk to float64 first, against a few rows at a time.
 """
 
 from __future__ import annotations
@@ -116,6 +118,21 @@ def profile_syrk_rows(flux: np.ndarray, repeat: int) -> dict:
     return per_row
 
 
+def profile_predict(flux: np.ndarray, repeat: int) -> dict:
+    """Five experts' predictions of a chunk in float64: converting the whole
+    chunk first, against converting a few rows at a time."""
+    from snr_moe_dask.predict import _float64_product
+
+    coef = np.random.default_rng(0).standard_normal((flux.shape[1], 5))
+    whole_s, a = best_of(repeat, lambda: np.asarray(flux, dtype=np.float64) @ coef)
+    blocks_s, b = best_of(repeat, _float64_product, flux, coef)
+    return {
+        "convert_whole_s": whole_s,
+        "row_blocks_s": blocks_s,
+        "max_relative_difference": float(np.abs(a - b).max() / np.abs(a).max()),
+    }
+
+
 def profile_solve(flux: np.ndarray, repeat: int) -> dict:
     from snr_moe_dask import solve
 
@@ -157,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             "products": profile_products(chunks, args.repeat),
             "syrk_us_per_row": profile_syrk_rows(chunks[0]["flux"], args.repeat),
             "solve": profile_solve(chunks[0]["flux"], args.repeat),
+            "predict": profile_predict(chunks[0]["flux"], args.repeat),
         }
     text = json.dumps(result, indent=1)
     print(text)

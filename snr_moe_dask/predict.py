@@ -34,13 +34,29 @@ def expert_predictions(
     n_experts, n_pixels, n_targets = coef.shape
     x = np.where(bad, 0.0, x) if bad.any() else x
     flat = coef.transpose(1, 0, 2).reshape(n_pixels, n_experts * n_targets)
-    pred = (np.asarray(x, dtype=np.float64) @ flat).reshape(len(x), n_experts, n_targets)
+    pred = _float64_product(x, flat).reshape(len(x), n_experts, n_targets)
     pred += intercept[None]
     rows = np.flatnonzero(bad.any(axis=1))
     for r in rows:
         cols = bad[r]
         pred[r] += np.einsum("ep,ept->et", mean_x[:, cols], coef[:, cols, :])
     return pred
+
+
+def _float64_product(x: np.ndarray, b: np.ndarray, block: int = 128) -> np.ndarray:
+    """``x.astype(float64) @ b``, converting ``block`` rows at a time into a small
+    buffer that stays in cache: half the time of converting the whole block of
+    spectra first (BENCHMARKS.md)."""
+    if x.dtype == np.float64:
+        return x @ b
+    out = np.empty((len(x), b.shape[1]))
+    buf = np.empty((min(block, len(x)), x.shape[1]))
+    for start in range(0, len(x), block):
+        rows = slice(start, min(start + block, len(x)))
+        part = buf[: rows.stop - rows.start]
+        part[...] = x[rows]
+        np.matmul(part, b, out=out[rows])
+    return out
 
 
 def route_predictions(

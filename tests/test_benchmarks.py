@@ -192,6 +192,7 @@ def test_profile_runs_on_the_tiny_store_and_checks_both_ways(tiny_run, tmp_path)
     assert result["products"]["chunks"] == 2
     assert result["products"]["max_relative_difference"] < 1e-5
     assert result["solve"]["max_relative_difference"] < 1e-9
+    assert result["predict"]["max_relative_difference"] < 1e-12
 
 
 def test_timeline_records_every_kind_of_task(tiny_run, tmp_path):
