@@ -138,6 +138,19 @@ def _block_tasks(model, arrays: dict, params: dict):
     return tasks, rows
 
 
+def _dataset_arrays(ds: xr.Dataset, targets: list[str]) -> dict:
+    """The dask arrays ``_block_tasks`` takes, from a test Dataset (NaN for a
+    target it lacks)."""
+    missing = da.full(ds.sizes[SPECTRUM], np.nan, chunks=ds["flux"].data.chunks[0])
+    return {
+        "flux": ds["flux"].data,
+        "error": ds["error"].data,
+        "mask": ds["mask"].data if "mask" in ds else None,
+        "snr": ds["snr"].data if "snr" in ds else None,
+        "y": da.stack([ds[t].data if t in ds else missing for t in targets], axis=1),
+    }
+
+
 def _store_block_tasks(path: str, ds: xr.Dataset, params: dict, target: str):
     """One ``evaluate_rows`` task per stored chunk, each reading its own rows."""
     row_chunks = store_row_chunks(ds)
@@ -422,21 +435,6 @@ def evaluate_into(
     """
     t0 = time.perf_counter()
     target_index = model.targets_.index(target)
-    arrays = {
-        "flux": ds["flux"].data,
-        "error": ds["error"].data,
-        "mask": ds["mask"].data if "mask" in ds else None,
-        "snr": ds["snr"].data if "snr" in ds else None,
-        "y": da.stack(
-            [
-                ds[t].data
-                if t in ds
-                else da.full(ds.sizes[SPECTRUM], np.nan, chunks=ds["flux"].data.chunks[0])
-                for t in model.targets_
-            ],
-            axis=1,
-        ),
-    }
     params = model_params(
         model, routings, target_index, gate_threshold=gate_threshold, error_scale=error_scale
     )
@@ -445,7 +443,7 @@ def evaluate_into(
     if store is not None:
         tasks, rows = _store_block_tasks(store, ds, params, target)
     else:
-        tasks, rows = _block_tasks(model, arrays, params)
+        tasks, rows = _block_tasks(model, _dataset_arrays(ds, model.targets_), params)
     preds = _arrays_from_tasks(tasks, rows, model.coef_.shape[2], variables)
     y_lo, y_hi = (
         float(v) for v in dask.compute(da.nanmin(ds[target].data), da.nanmax(ds[target].data))
