@@ -165,12 +165,15 @@ def evaluate_block(
     """
     from .gate import gate_probabilities, leakage_prediction
     from .quality import quality_features
-    from .snr import compute_snr, find_bad_pixels
+    from .snr import find_bad_pixels, snr_statistics
 
     if params.get("error_scale", 1.0) != 1.0:
         error = error * np.float32(params["error_scale"])
+    gate = params.get("gate")
     bad = find_bad_pixels(flux, error, mask)
-    snr_obs = compute_snr(flux, error, bad)
+    snr_obs, snr_mean = snr_statistics(
+        flux, error, bad, mean=gate is not None and gate["feature_set"] == "snr"
+    )
     coef, intercept, mean_x = params["coef"], params["intercept"], params["mean_x"]
     fixed = params.get("fixed")
     if fixed is not None:  # one product for both coefficient sets
@@ -182,11 +185,10 @@ def evaluate_block(
     pred, pred_fixed = pred[:, :n_experts], pred[:, n_experts:]
     t = params["target_index"]
     true = None if true_snr is None else np.asarray(true_snr, np.float64)
-    gate = params.get("gate")
     probs = None
     out: dict[str, np.ndarray] = {}
     if gate is not None:
-        feats = quality_features(gate["feature_set"], flux, error, bad, snr_obs)
+        feats = quality_features(gate["feature_set"], flux, error, bad, snr_obs, snr_mean)
         probs = gate_probabilities(feats, gate)
         out["gate_p_max"] = np.nanmax(np.nan_to_num(probs, nan=-1.0), axis=1)
         out["y_leakage"] = leakage_prediction(feats, gate)

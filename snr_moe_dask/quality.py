@@ -25,6 +25,8 @@ import warnings
 
 import numpy as np
 
+from .snr import ratio_mean
+
 FEATURES = ("mean", "std", "min", "max", "median", "sum", "p25", "p75", "skew", "kurtosis")
 FEATURE_SETS = {
     "error": tuple(f"error_{f}" for f in FEATURES),
@@ -33,7 +35,12 @@ FEATURE_SETS = {
 
 
 def quality_features(
-    feature_set: str, flux: np.ndarray, error: np.ndarray, bad: np.ndarray, snr: np.ndarray
+    feature_set: str,
+    flux: np.ndarray,
+    error: np.ndarray,
+    bad: np.ndarray,
+    snr: np.ndarray,
+    snr_mean: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return a feature set (see the module docstring), shape (m, n_features), float64.
 
@@ -44,17 +51,17 @@ def quality_features(
     bad : ndarray of bool, same shape
     snr : ndarray of shape (m,)
         The observed SNR (:func:`snr_moe_dask.snr.compute_snr`), already computed.
+    snr_mean : ndarray of shape (m,), optional
+        The mean of flux / error, if already computed
+        (:func:`snr_moe_dask.snr.snr_statistics`).
     """
     if feature_set == "error":
         return error_features(error, bad)
     if feature_set == "snr":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.divide(flux, error, dtype=np.float32)
-        good = ~bad
-        n = good.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.einsum("ij->i", np.where(good, ratio, 0), dtype=np.float64) / n
-        return np.column_stack([snr, np.where(n > 0, mean, np.nan)])
+        if snr_mean is None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                snr_mean = ratio_mean(np.divide(flux, error, dtype=np.float32), bad)
+        return np.column_stack([snr, snr_mean])
     raise ValueError(
         f"unknown gate feature set {feature_set!r}; expected one of {list(FEATURE_SETS)}"
     )

@@ -29,7 +29,7 @@ from . import stats
 from .cv import assign_folds
 from .io import StoreRows
 from .quality import quality_features
-from .snr import check_no_bad_pixels, compute_snr, find_bad_pixels
+from .snr import check_no_bad_pixels, find_bad_pixels, snr_statistics
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def fold_arrays(
     if spec.strict:
         check_no_bad_pixels(flux, error, mask, start)
     bad = find_bad_pixels(flux, error, mask)
-    snr = compute_snr(flux, error, bad)
+    snr, snr_mean = snr_statistics(flux, error, bad, mean=spec.gate == "snr")
     route = snr if spec.routing == "observed" else np.asarray(true_snr, dtype=np.float64)
     folds = None
     if spec.n_folds > 1:
@@ -82,7 +82,9 @@ def fold_arrays(
     if spec.routing != "observed":
         acc.setdefault("route_snr", {})[index] = route
     if spec.gate:
-        acc.setdefault("features", {})[index] = quality_features(spec.gate, flux, error, bad, snr)
+        acc.setdefault("features", {})[index] = quality_features(
+            spec.gate, flux, error, bad, snr, snr_mean
+        )
         acc.setdefault("target", {})[index] = np.asarray(y, np.float64).reshape(len(flux), -1)[:, 0]
     return acc
 

@@ -82,10 +82,40 @@ def compute_snr(flux: np.ndarray, error: np.ndarray, bad: np.ndarray | None = No
     """
     if bad is None:
         bad = find_bad_pixels(flux, error)
+    return snr_statistics(flux, error, bad)[0]
+
+
+def snr_statistics(
+    flux: np.ndarray, error: np.ndarray, bad: np.ndarray, *, mean: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return the observed SNR and, if asked, the mean of flux / error over good pixels.
+
+    Both come from one division (the gate's ``snr`` features need both).
+
+    Parameters
+    ----------
+    flux, error : ndarray of shape (n_spectra, n_pixels)
+    bad : ndarray of bool, same shape
+    mean : bool
+        Also return the mean (see :func:`ratio_mean`).
+
+    Returns
+    -------
+    snr : ndarray of shape (n_spectra,), float64
+        As :func:`compute_snr`.
+    mean : ndarray of shape (n_spectra,), float64, or None
+    """
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.divide(flux, error, dtype=np.result_type(flux, error, np.float32))
-    out = np.full(ratio.shape[0], np.nan)
     clean = ~bad.any(axis=1)
+    average = None
+    if mean:  # before the median reorders the ratio
+        if ratio.dtype == np.float32:
+            average = ratio_mean(ratio, bad, clean)
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                average = ratio_mean(np.divide(flux, error, dtype=np.float32), bad, clean)
+    out = np.full(ratio.shape[0], np.nan)
     # ratio is our own temporary, so the median may partition it in place.
     out[clean] = row_median(ratio if clean.all() else ratio[clean])
     dirty = np.flatnonzero(~clean & ~bad.all(axis=1))
@@ -93,7 +123,36 @@ def compute_snr(flux: np.ndarray, error: np.ndarray, bad: np.ndarray | None = No
         part = ratio[dirty]
         part[bad[dirty]] = np.nan
         out[dirty] = np.nanmedian(part, axis=1, overwrite_input=True)
-    return out
+    return out, average
+
+
+def ratio_mean(ratio: np.ndarray, bad: np.ndarray, clean: np.ndarray | None = None) -> np.ndarray:
+    """Return the mean of each row of the float32 ``ratio`` over its good pixels.
+
+    Sums in float64. Rows with no bad pixel are summed directly, the others
+    with their bad pixels zeroed; NaN for a row with no good pixel.
+
+    Parameters
+    ----------
+    ratio : ndarray of shape (n_spectra, n_pixels), float32
+    bad : ndarray of bool, same shape
+    clean : ndarray of bool, shape (n_spectra,), optional
+        Rows with no bad pixel, if already known.
+    """
+    if clean is None:
+        clean = ~bad.any(axis=1)
+    n = ratio.shape[1] - bad.sum(axis=1)
+    total = np.empty(ratio.shape[0])
+    if clean.all():
+        total[:] = np.einsum("ij->i", ratio, dtype=np.float64)
+    else:
+        total[clean] = np.einsum("ij->i", ratio[clean], dtype=np.float64)
+        dirty = ~clean
+        total[dirty] = np.einsum(
+            "ij->i", np.where(bad[dirty], 0, ratio[dirty]), dtype=np.float64
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / n, np.nan)
 
 
 def row_median(a: np.ndarray) -> np.ndarray:

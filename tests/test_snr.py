@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from snr_moe_dask.snr import compute_snr, find_bad_pixels, row_median
+from snr_moe_dask.quality import quality_features
+from snr_moe_dask.snr import compute_snr, find_bad_pixels, row_median, snr_statistics
 
 values = st.floats(-1e6, 1e6, allow_nan=False, width=32) | st.sampled_from(
     [0.0, 1.0, -np.inf, np.inf]
@@ -49,3 +50,39 @@ def test_compute_snr_is_the_median_over_good_pixels(m, n, seed, bad_rate):
         )
     np.testing.assert_array_equal(compute_snr(flux, error, bad), expected)
     np.testing.assert_array_equal(compute_snr(flux, error), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    m=st.integers(1, 30),
+    n=st.integers(1, 50),
+    seed=st.integers(0, 2**32 - 1),
+    bad_rate=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_snr_and_mean_share_one_ratio_and_equal_the_separate_kernels(m, n, seed, bad_rate, dtype):
+    """``snr_statistics`` = ``compute_snr`` and the gate's ``snr_mean`` feature, bit for bit."""
+    rng = np.random.default_rng(seed)
+    flux = rng.normal(3, 2, (m, n)).astype(dtype)
+    error = rng.uniform(0.5, 2, (m, n)).astype(np.float32)
+    hit = rng.random((m, n)) < bad_rate
+    error[hit] = rng.choice(np.array([0.0, -1.0, np.nan, np.inf], np.float32), hit.sum())
+    bad = find_bad_pixels(flux, error)
+    # The gate's feature as first written: the float32 ratio, zeroed where bad.
+    good = ~bad
+    with np.errstate(all="ignore"):
+        ratio = np.divide(flux, error, dtype=np.float32)
+        n_good = good.sum(axis=1)
+        mean = np.einsum("ij->i", np.where(good, ratio, 0), dtype=np.float64) / n_good
+    mean = np.where(n_good > 0, mean, np.nan)
+    snr, got_mean = snr_statistics(flux, error, bad, mean=True)
+    np.testing.assert_array_equal(snr, compute_snr(flux, error, bad))
+    np.testing.assert_array_equal(got_mean, mean)
+    np.testing.assert_array_equal(
+        quality_features("snr", flux, error, bad, snr, snr_mean=got_mean),
+        np.column_stack([snr, mean]),
+    )
+    np.testing.assert_array_equal(
+        quality_features("snr", flux, error, bad, snr), np.column_stack([snr, mean])
+    )
+    assert snr_statistics(flux, error, bad)[1] is None
