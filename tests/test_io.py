@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -99,13 +101,19 @@ def test_mask_must_be_bool(small_survey, tmp_path):
         open_spectra(path)
 
 
+@pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize("codec", ["none", "zstd"])
-def test_raw_chunk_reads_equal_zarr(small_survey, tmp_path, codec):
+def test_raw_chunk_reads_equal_zarr(small_survey, tmp_path, monkeypatch, codec, mapped):
     """StoreRows reads uncompressed, chunk-aligned rows straight from the chunk
-    file; every row range, aligned or not, compressed or not, equals zarr's read."""
+    file (copied, or mapped copy-on-write); every row range, aligned or not,
+    compressed or not, equals zarr's read, and writing to a mapped read
+    leaves the store unchanged."""
     import zarr
 
+    from snr_moe_dask import io
     from snr_moe_dask.io import StoreRows, raw_chunk_file
+
+    monkeypatch.setattr(io, "MAP_BYTES", 1 if mapped else 1 << 40)
 
     ds = small_survey.isel(spectrum=slice(0, 860))  # a partial last chunk (860 = 5 x 150 + 110)
     compressors = [zarr.codecs.ZstdCodec()] if codec == "zstd" else None
@@ -123,3 +131,12 @@ def test_raw_chunk_reads_equal_zarr(small_survey, tmp_path, codec):
             np.testing.assert_array_equal(rows[var], group[var][start:stop])
         y = np.column_stack([group["logg"][start:stop], group["teff"][start:stop]])
         np.testing.assert_array_equal(rows["y"], y)
+        assert rows["flux"].flags.writeable
+        base = rows["flux"]
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        base = base.obj if isinstance(base, memoryview) else base
+        assert isinstance(base, mmap.mmap) == (mapped and raw is not None)
+        before = group["flux"][start:stop]
+        rows["flux"][:] = -1.0
+        np.testing.assert_array_equal(zarr.open_group(path, mode="r")["flux"][start:stop], before)
