@@ -276,6 +276,34 @@ def _chunk_summary(
     return out
 
 
+def _create_predictions(path: Path, rows, variables: dict, **attrs) -> None:
+    """Write the metadata of ``predictions.zarr``: one array per variable, chunked
+    like the test store's spectra; the graph's tasks write the values."""
+    n = int(sum(rows))
+    template = xr.Dataset(
+        {
+            name: ((SPECTRUM,), da.empty(n, chunks=(tuple(rows),), dtype=dtype))
+            for name, dtype in variables.items()
+        },
+        attrs=attrs,
+    )
+    template.to_zarr(path, mode="w", zarr_format=3, consolidated=False, compute=False)
+
+
+def _write_and_summarize(
+    block: dict, path: str, start: int, names: list[str], params: dict, *summary_args
+) -> dict:
+    """Write one evaluated chunk into ``predictions.zarr`` and return its summary
+    (graph task: the predictions never leave the worker)."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    stop = start + len(block["y_true"])
+    for name in names:
+        group[name][start:stop] = block[name]
+    return _chunk_summary(block, params, *summary_args)
+
+
 def _merge_summaries(a: dict, b: dict) -> dict:
     out = {}
     for key, value in a.items():
@@ -444,7 +472,6 @@ def evaluate_into(
         tasks, rows = _store_block_tasks(store, ds, params, target)
     else:
         tasks, rows = _block_tasks(model, _dataset_arrays(ds, model.targets_), params)
-    preds = _arrays_from_tasks(tasks, rows, model.coef_.shape[2], variables)
     y_lo, y_hi = (
         float(v) for v in dask.compute(da.nanmin(ds[target].data), da.nanmax(ds[target].data))
     )
@@ -454,10 +481,25 @@ def evaluate_into(
     pred_edges = np.linspace(y_lo - pad, y_hi + pad, n_hist + 1)
     snr_edges = getattr(model, "train_snr_hist_", (np.linspace(0, 12, 121), None))[0]
     counts = M.draw_chunk_counts(list(rows), bootstrap, seed) if bootstrap else None
-    token = tokenize(tasks, bootstrap, seed)
+    predictions = directory / "predictions.zarr"
+    _create_predictions(
+        predictions,
+        rows,
+        variables,
+        target=target,
+        routing=routings[0],
+        routings=routings,
+        model=str(getattr(model, "path_", "")),
+        test_store=str(test_name),
+    )
+    starts = np.concatenate([[0], np.cumsum(rows)[:-1]]).tolist()
+    token = tokenize(tasks, bootstrap, seed, str(predictions))
     summaries = [
-        dask.delayed(_chunk_summary, pure=True)(
+        dask.delayed(_write_and_summarize, pure=True)(
             t,
+            str(predictions),
+            starts[i],
+            list(variables),
             params,
             None if counts is None else counts[:, i],
             i,
@@ -470,18 +512,7 @@ def evaluate_into(
         for i, t in enumerate(tasks)
     ]
     total = pairwise_tree(summaries, _merge_summaries, f"merge-summary-{token}")
-    pred_ds = xr.Dataset({k: ((SPECTRUM,), preds[k]) for k in variables})
-    pred_ds.attrs.update(
-        target=target,
-        routing=routings[0],
-        routings=routings,
-        model=str(getattr(model, "path_", "")),
-        test_store=str(test_name),
-    )
-    store = pred_ds.to_zarr(
-        directory / "predictions.zarr", mode="w", zarr_format=3, consolidated=False, compute=False
-    )
-    _, summary = run_graph(store, total, label="evaluate: predictions and metrics")
+    (summary,) = run_graph(total, label="evaluate: predictions and metrics")
     result = summarize(model, summary, params, target=target, n_resamples=bootstrap, seed=seed)
     result.update(
         test_store=str(test_name),
