@@ -140,3 +140,32 @@ def test_raw_chunk_reads_equal_zarr(small_survey, tmp_path, monkeypatch, codec, 
         before = group["flux"][start:stop]
         rows["flux"][:] = -1.0
         np.testing.assert_array_equal(zarr.open_group(path, mode="r")["flux"][start:stop], before)
+
+
+def test_a_chunk_truncated_while_mapped_kills_the_reader_then_is_named(small_survey, tmp_path):
+    """A mapped chunk file that shrinks under a running read (another program
+    rewriting the store) kills that process with SIGBUS rather than giving it
+    wrong numbers; the retried read then finds the damaged chunk and names it."""
+    import signal
+    import subprocess
+    import sys
+
+    from snr_moe_dask.io import StoreRows
+
+    path = tmp_path / "s.zarr"
+    encoding = {"flux": {"compressors": None}}
+    small_survey.to_zarr(path, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+    chunk = path / "flux" / "c" / "0" / "0"
+    script = f"""
+import os
+from snr_moe_dask import io
+io.MAP_BYTES = 1
+rows = io.StoreRows({str(path)!r}, 0, 150, ("logg",), True, False).read()
+os.truncate({str(chunk)!r}, 0)
+print(float(rows["flux"][-1].sum()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == -signal.SIGBUS, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""
+    with pytest.raises(StoreError, match=r"flux.*c/0/0"):
+        StoreRows(str(path), 0, 150, ("logg",), True, False).read()
