@@ -148,9 +148,7 @@ def ratio_mean(ratio: np.ndarray, bad: np.ndarray, clean: np.ndarray | None = No
     else:
         total[clean] = np.einsum("ij->i", ratio[clean], dtype=np.float64)
         dirty = ~clean
-        total[dirty] = np.einsum(
-            "ij->i", np.where(bad[dirty], 0, ratio[dirty]), dtype=np.float64
-        )
+        total[dirty] = np.einsum("ij->i", np.where(bad[dirty], 0, ratio[dirty]), dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, total / n, np.nan)
 
