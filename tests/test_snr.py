@@ -29,20 +29,31 @@ def test_row_median_is_numpys_median(a):
     np.testing.assert_array_equal(row_median(a.copy()), expected)
 
 
-@settings(max_examples=100, deadline=None)
-@given(
-    m=st.integers(1, 30),
-    n=st.integers(1, 50),
-    seed=st.integers(0, 2**32 - 1),
-    bad_rate=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
-)
-def test_compute_snr_is_the_median_over_good_pixels(m, n, seed, bad_rate):
+SPECTRA = {
+    "m": st.integers(1, 30),
+    "n": st.integers(1, 50),
+    "seed": st.integers(0, 2**32 - 1),
+    "bad_rate": st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+}
+
+
+def spectra(m, n, seed, bad_rate, dtype=np.float32, wide=False):
+    """Flux, error and bad pixels, with a share ``bad_rate`` of bad errors;
+    ``wide`` spreads the flux over 16 decades, so that float64 sums of it
+    depend on the order of the terms."""
     rng = np.random.default_rng(seed)
-    flux = rng.normal(3, 2, (m, n)).astype(np.float32)
+    flux = rng.normal(3, 2, (m, n)) * (10.0 ** rng.uniform(-8, 8, (m, n)) if wide else 1)
+    flux = flux.astype(dtype)
     error = rng.uniform(0.5, 2, (m, n)).astype(np.float32)
     hit = rng.random((m, n)) < bad_rate
     error[hit] = rng.choice(np.array([0.0, -1.0, np.nan, np.inf], np.float32), hit.sum())
-    bad = find_bad_pixels(flux, error)
+    return flux, error, find_bad_pixels(flux, error)
+
+
+@settings(max_examples=100, deadline=None)
+@given(**SPECTRA)
+def test_compute_snr_is_the_median_over_good_pixels(m, n, seed, bad_rate):
+    flux, error, bad = spectra(m, n, seed, bad_rate)
     ratio = np.where(bad, np.nan, flux / np.where(bad, 1, error))
     with np.errstate(all="ignore"):
         expected = np.array(
@@ -53,21 +64,12 @@ def test_compute_snr_is_the_median_over_good_pixels(m, n, seed, bad_rate):
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    m=st.integers(1, 30),
-    n=st.integers(1, 50),
-    seed=st.integers(0, 2**32 - 1),
-    bad_rate=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
-    dtype=st.sampled_from([np.float32, np.float64]),
-)
-def test_snr_and_mean_share_one_ratio_and_equal_the_separate_kernels(m, n, seed, bad_rate, dtype):
+@given(**SPECTRA, dtype=st.sampled_from([np.float32, np.float64]), wide=st.booleans())
+def test_snr_and_mean_share_one_ratio_and_equal_the_separate_kernels(
+    m, n, seed, bad_rate, dtype, wide
+):
     """``snr_statistics`` = ``compute_snr`` and the gate's ``snr_mean`` feature, bit for bit."""
-    rng = np.random.default_rng(seed)
-    flux = rng.normal(3, 2, (m, n)).astype(dtype)
-    error = rng.uniform(0.5, 2, (m, n)).astype(np.float32)
-    hit = rng.random((m, n)) < bad_rate
-    error[hit] = rng.choice(np.array([0.0, -1.0, np.nan, np.inf], np.float32), hit.sum())
-    bad = find_bad_pixels(flux, error)
+    flux, error, bad = spectra(m, n, seed, bad_rate, dtype, wide)
     # The gate's feature as first written: the float32 ratio, zeroed where bad.
     good = ~bad
     with np.errstate(all="ignore"):
