@@ -8,7 +8,7 @@ benchmarks`` (by default the 100k x 4096 one). Each step is the best of
 
 - ``read``: one chunk of flux and error read and divided (the first pass over
   the data), by zarr, against the chunk files copied into memory and mapped
-  (:func:`snr_moe_dask.io.read_raw_chunk`);
+  (:func:`snr_moe_dask.rows.read_raw_chunk`);
 - ``median``: ``np.median`` of flux/error per spectrum, against
   :func:`snr_moe_dask.snr.row_median`;
 - ``products``: the per-bin float32 products of ``--chunks`` chunks folded one
@@ -47,7 +47,7 @@ def profile_read(store: str, repeat: int) -> dict:
     the chunk files, and mapped from them."""
     import zarr
 
-    from snr_moe_dask import io
+    from snr_moe_dask import rows as io
 
     group = zarr.open_group(store, mode="r")
     arrays = [group["flux"], group["error"]]
@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
-    from snr_moe_dask.io import StoreRows, open_spectra, store_row_chunks
+    from snr_moe_dask.io import open_spectra, store_row_chunks
+    from snr_moe_dask.rows import StoreRows
 
     if not Path(args.store).exists():
         parser.error(f"no store {args.store!r}: generate it with `python -m benchmarks --n 100000`")

@@ -23,6 +23,7 @@ from . import metrics as M
 from .binning import bin_ranges
 from .cluster import run_graph
 from .config import get_setting
+from .evaluate_tasks import evaluate_rows, merge_summaries, write_and_summarize
 from .io import (
     SPECTRUM,
     StoreRows,
@@ -167,12 +168,6 @@ def _store_block_tasks(path: str, ds: xr.Dataset, params: dict, target: str):
     return tasks, tuple(b - a for a, b in row_chunks)
 
 
-def evaluate_rows(rows: StoreRows, params: dict) -> dict[str, np.ndarray]:
-    """Read one chunk from its store and evaluate it (graph task)."""
-    d = rows.read()
-    return evaluate_block(d["flux"], d["error"], d.get("mask"), d["y"][:, 0], d.get("snr"), params)
-
-
 def _check_routings(routings: list[str], arrays_or_ds) -> None:
     if "oracle" in routings and arrays_or_ds.get("snr") is None:
         raise ValueError(
@@ -207,75 +202,6 @@ def _arrays_from_tasks(tasks: list, rows, n_targets: int, variables: dict) -> di
     return out
 
 
-def _slots(block: dict, n_bins: int, key: str = "bin") -> np.ndarray:
-    """Metric slot of each spectrum: its bin (``n_bins`` for none), -1 if excluded."""
-    return np.where(block["used"], np.where(block[key] < 0, n_bins, block[key]), -1)
-
-
-def _compared(block: dict, params: dict) -> dict[str, np.ndarray]:
-    """The predictions of the routing comparison, by name."""
-    preds = {"global": block["y_global"]}
-    preds.update((r, block[f"y_{r}"]) for r in params["routings"])
-    for name in ("fixed_alpha", "leakage"):
-        if f"y_{name}" in block:
-            preds[name] = block[f"y_{name}"]
-    return preds
-
-
-def _chunk_summary(
-    block: dict,
-    params: dict,
-    counts: np.ndarray | None,
-    chunk: int,
-    seed: int,
-    true_edges,
-    pred_edges,
-    snr_edges,
-) -> dict:
-    """Everything the client needs from one evaluated chunk (graph task)."""
-    n_bins = len(params["edges"]) + 1
-    slots = _slots(block, n_bins)
-    y, yg, ym = block["y_true"], block["y_global"], block["y_moe"]
-    keep = slots >= 0
-    no_bin = np.where(block["bin"] < 0, n_bins, block["bin"])
-    out = {
-        "sums": M.metric_sums(y, {"global": yg, "moe": ym}, slots, n_bins + 1),
-        "excluded": np.bincount(no_bin[~block["used"]], minlength=n_bins + 1),
-        "bad_pixels": np.bincount(no_bin, weights=block["bad_pixels"], minlength=n_bins + 1).astype(
-            np.int64
-        ),
-        "snr_hist": np.histogram(
-            np.clip(block["snr"][np.isfinite(block["snr"])], snr_edges[0], snr_edges[-1]),
-            bins=snr_edges,
-        )[0],
-    }
-    for name, pred in (("global", yg), ("moe", ym)):
-        out[f"count_{name}"], out[f"snr_sum_{name}"] = M.hist2d_sums(
-            y, pred, block["snr"], keep, true_edges, pred_edges
-        )
-    # The routing comparison: every routing scored on the same spectra, grouped by
-    # their true bin when the store knows it.
-    ref_slots = _slots(block, n_bins, "bin_true") if params["by_true"] else slots
-    compared = _compared(block, params)
-    out["route_sums"] = M.metric_sums(y, compared, ref_slots, n_bins + 1)
-    known = block["used"] & (block["bin_true"] >= 0)
-    out["confusion"] = {}
-    out["fallback"] = {}
-    for r in params["routings"]:
-        routed = np.where(block[f"bin_{r}"] < 0, n_bins, block[f"bin_{r}"])
-        cells = block["bin_true"][known] * (n_bins + 1) + routed[known]
-        out["confusion"][r] = np.bincount(cells, minlength=n_bins * (n_bins + 1)).reshape(
-            n_bins, n_bins + 1
-        )
-        out["fallback"][r] = np.array([(block[f"fallback_{r}"] & block["used"]).sum()])
-    if counts is not None:
-        boot_preds = [yg] + [block[f"y_{r}"] for r in params["routings"]]
-        out["boot"] = M.bootstrap_sums(
-            counts, y, boot_preds, slots, n_bins + 1, seed=seed, chunk_index=chunk
-        )
-    return out
-
-
 def _create_predictions(path: Path, rows, variables: dict, **attrs) -> None:
     """Write the metadata of ``predictions.zarr``: one array per variable, chunked
     like the test store's spectra; the graph's tasks write the values."""
@@ -288,32 +214,6 @@ def _create_predictions(path: Path, rows, variables: dict, **attrs) -> None:
         attrs=attrs,
     )
     template.to_zarr(path, mode="w", zarr_format=3, consolidated=False, compute=False)
-
-
-def _write_and_summarize(
-    block: dict, path: str, start: int, names: list[str], params: dict, *summary_args
-) -> dict:
-    """Write one evaluated chunk into ``predictions.zarr`` and return its summary
-    (graph task: the predictions never leave the worker)."""
-    import zarr
-
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
-    stop = start + len(block["y_true"])
-    for name in names:
-        group[name][start:stop] = block[name]
-    return _chunk_summary(block, params, *summary_args)
-
-
-def _merge_summaries(a: dict, b: dict) -> dict:
-    out = {}
-    for key, value in a.items():
-        if key in ("sums", "route_sums"):
-            out[key] = M.merge_metric_sums(value, b[key])
-        elif isinstance(value, dict):
-            out[key] = {k: v + b[key][k] for k, v in value.items()}
-        else:
-            out[key] = value + b[key]
-    return out
 
 
 def evaluate_model(
@@ -495,7 +395,7 @@ def evaluate_into(
     starts = np.concatenate([[0], np.cumsum(rows)[:-1]]).tolist()
     token = tokenize(tasks, bootstrap, seed, str(predictions))
     summaries = [
-        dask.delayed(_write_and_summarize, pure=True)(
+        dask.delayed(write_and_summarize, pure=True)(
             t,
             str(predictions),
             starts[i],
@@ -511,7 +411,7 @@ def evaluate_into(
         )
         for i, t in enumerate(tasks)
     ]
-    total = pairwise_tree(summaries, _merge_summaries, f"merge-summary-{token}")
+    total = pairwise_tree(summaries, merge_summaries, f"merge-summary-{token}")
     (summary,) = run_graph(total, label="evaluate: predictions and metrics")
     result = summarize(model, summary, params, target=target, n_resamples=bootstrap, seed=seed)
     result.update(

@@ -8,7 +8,7 @@ worker holds one accumulator and about one chunk, however many spectra
 there are, and each chunk is read once.
 
 Chunks come either from a Zarr store, read by the fold task itself
-(:class:`snr_moe_dask.io.StoreRows`, so data never wait in memory or travel
+(:class:`snr_moe_dask.rows.StoreRows`, so data never wait in memory or travel
 between workers), or from dask arrays, as block dependencies.
 
 The partition accumulators are merged pairwise in a fixed order, so a given
@@ -19,17 +19,20 @@ Everything stays in the task graph, so Dask can recompute a lost piece.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dask
-import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
 from . import stats
 from .cv import assign_folds
-from .io import StoreRows
 from .quality import quality_features
+from .rows import StoreRows
 from .snr import check_no_bad_pixels, find_bad_pixels, snr_statistics
+
+if TYPE_CHECKING:  # workers import this module for its tasks: keep dask.array out
+    import dask.array as da
 
 
 @dataclass(frozen=True)

@@ -110,10 +110,10 @@ def test_raw_chunk_reads_equal_zarr(small_survey, tmp_path, monkeypatch, codec, 
     leaves the store unchanged."""
     import zarr
 
-    from snr_moe_dask import io
-    from snr_moe_dask.io import StoreRows, raw_chunk_file
+    from snr_moe_dask import rows as rows_module
+    from snr_moe_dask.rows import StoreRows, raw_chunk_file
 
-    monkeypatch.setattr(io, "MAP_BYTES", 1 if mapped else 1 << 40)
+    monkeypatch.setattr(rows_module, "MAP_BYTES", 1 if mapped else 1 << 40)
 
     ds = small_survey.isel(spectrum=slice(0, 860))  # a partial last chunk (860 = 5 x 150 + 110)
     compressors = [zarr.codecs.ZstdCodec()] if codec == "zstd" else None
@@ -150,7 +150,7 @@ def test_a_chunk_truncated_while_mapped_kills_the_reader_then_is_named(small_sur
     import subprocess
     import sys
 
-    from snr_moe_dask.io import StoreRows
+    from snr_moe_dask.rows import StoreRows
 
     path = tmp_path / "s.zarr"
     encoding = {"flux": {"compressors": None}}
@@ -158,7 +158,7 @@ def test_a_chunk_truncated_while_mapped_kills_the_reader_then_is_named(small_sur
     chunk = path / "flux" / "c" / "0" / "0"
     script = f"""
 import os
-from snr_moe_dask import io
+from snr_moe_dask import rows as io
 io.MAP_BYTES = 1
 rows = io.StoreRows({str(path)!r}, 0, 150, ("logg",), True, False).read()
 os.truncate({str(chunk)!r}, 0)

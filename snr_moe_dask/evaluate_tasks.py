@@ -1,0 +1,117 @@
+"""The evaluation's graph tasks: evaluate one chunk, write its predictions,
+summarize it, and merge summaries.
+
+:mod:`snr_moe_dask.evaluate` builds the graph from these. They need only
+numpy and zarr (and the numpy kernels of :mod:`snr_moe_dask.predict` and
+:mod:`snr_moe_dask.metrics`), so a worker running them imports neither
+xarray nor scikit-learn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import zarr
+
+from . import metrics as M
+from .predict import evaluate_block
+from .rows import StoreRows
+
+
+def evaluate_rows(rows: StoreRows, params: dict) -> dict[str, np.ndarray]:
+    """Read one chunk from its store and evaluate it (graph task)."""
+    d = rows.read()
+    return evaluate_block(d["flux"], d["error"], d.get("mask"), d["y"][:, 0], d.get("snr"), params)
+
+
+def _slots(block: dict, n_bins: int, key: str = "bin") -> np.ndarray:
+    """Metric slot of each spectrum: its bin (``n_bins`` for none), -1 if excluded."""
+    return np.where(block["used"], np.where(block[key] < 0, n_bins, block[key]), -1)
+
+
+def _compared(block: dict, params: dict) -> dict[str, np.ndarray]:
+    """The predictions of the routing comparison, by name."""
+    preds = {"global": block["y_global"]}
+    preds.update((r, block[f"y_{r}"]) for r in params["routings"])
+    for name in ("fixed_alpha", "leakage"):
+        if f"y_{name}" in block:
+            preds[name] = block[f"y_{name}"]
+    return preds
+
+
+def chunk_summary(
+    block: dict,
+    params: dict,
+    counts: np.ndarray | None,
+    chunk: int,
+    seed: int,
+    true_edges,
+    pred_edges,
+    snr_edges,
+) -> dict:
+    """Everything the client needs from one evaluated chunk (graph task)."""
+    n_bins = len(params["edges"]) + 1
+    slots = _slots(block, n_bins)
+    y, yg, ym = block["y_true"], block["y_global"], block["y_moe"]
+    keep = slots >= 0
+    no_bin = np.where(block["bin"] < 0, n_bins, block["bin"])
+    out = {
+        "sums": M.metric_sums(y, {"global": yg, "moe": ym}, slots, n_bins + 1),
+        "excluded": np.bincount(no_bin[~block["used"]], minlength=n_bins + 1),
+        "bad_pixels": np.bincount(no_bin, weights=block["bad_pixels"], minlength=n_bins + 1).astype(
+            np.int64
+        ),
+        "snr_hist": np.histogram(
+            np.clip(block["snr"][np.isfinite(block["snr"])], snr_edges[0], snr_edges[-1]),
+            bins=snr_edges,
+        )[0],
+    }
+    for name, pred in (("global", yg), ("moe", ym)):
+        out[f"count_{name}"], out[f"snr_sum_{name}"] = M.hist2d_sums(
+            y, pred, block["snr"], keep, true_edges, pred_edges
+        )
+    # The routing comparison: every routing scored on the same spectra, grouped by
+    # their true bin when the store knows it.
+    ref_slots = _slots(block, n_bins, "bin_true") if params["by_true"] else slots
+    compared = _compared(block, params)
+    out["route_sums"] = M.metric_sums(y, compared, ref_slots, n_bins + 1)
+    known = block["used"] & (block["bin_true"] >= 0)
+    out["confusion"] = {}
+    out["fallback"] = {}
+    for r in params["routings"]:
+        routed = np.where(block[f"bin_{r}"] < 0, n_bins, block[f"bin_{r}"])
+        cells = block["bin_true"][known] * (n_bins + 1) + routed[known]
+        out["confusion"][r] = np.bincount(cells, minlength=n_bins * (n_bins + 1)).reshape(
+            n_bins, n_bins + 1
+        )
+        out["fallback"][r] = np.array([(block[f"fallback_{r}"] & block["used"]).sum()])
+    if counts is not None:
+        boot_preds = [yg] + [block[f"y_{r}"] for r in params["routings"]]
+        out["boot"] = M.bootstrap_sums(
+            counts, y, boot_preds, slots, n_bins + 1, seed=seed, chunk_index=chunk
+        )
+    return out
+
+
+def write_and_summarize(
+    block: dict, path: str, start: int, names: list[str], params: dict, *summary_args
+) -> dict:
+    """Write one evaluated chunk into ``predictions.zarr`` and return its summary
+    (graph task: the predictions never leave the worker)."""
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    stop = start + len(block["y_true"])
+    for name in names:
+        group[name][start:stop] = block[name]
+    return chunk_summary(block, params, *summary_args)
+
+
+def merge_summaries(a: dict, b: dict) -> dict:
+    """Merge two chunk summaries (graph task; returns a new dict)."""
+    out = {}
+    for key, value in a.items():
+        if key in ("sums", "route_sums"):
+            out[key] = M.merge_metric_sums(value, b[key])
+        elif isinstance(value, dict):
+            out[key] = {k: v + b[key][k] for k, v in value.items()}
+        else:
+            out[key] = value + b[key]
+    return out
