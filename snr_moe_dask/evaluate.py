@@ -26,7 +26,6 @@ from .config import get_setting
 from .evaluate_tasks import evaluate_rows, merge_summaries, write_and_summarize
 from .io import (
     SPECTRUM,
-    StoreRows,
     atomic_path,
     check_output,
     open_spectra,
@@ -36,6 +35,7 @@ from .io import (
 from .model import SNRBinnedRidge, load_model
 from .predict import evaluate_block
 from .reduce import pairwise_tree
+from .rows import StoreRows
 
 _PRED_VARS = {
     "y_true": np.float64,

@@ -34,14 +34,7 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from .rows import (  # noqa: F401  (re-exported: the store API in one place)
-    MAP_BYTES,
-    StoreError,
-    StoreRows,
-    raw_chunk_file,
-    read_error,
-    read_raw_chunk,
-)
+from .rows import StoreError, read_error
 
 SPECTRUM = "spectrum"
 WAVELENGTH = "wavelength"
