@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .io import atomic_path
+from .io import atomic_path, quiet_consolidation
 
 META = "checkpoint.json"
 FORMAT_VERSION = 1
@@ -54,6 +54,8 @@ def save_accumulator(acc: dict, path: str | os.PathLike, last_chunk: int) -> Non
                     group.create_array(str(index), data=np.asarray(arr))
             else:
                 root.create_array(key, data=np.asarray(value))
+        with quiet_consolidation():
+            zarr.consolidate_metadata(str(tmp))
 
 
 def load_accumulator(path: str | os.PathLike) -> tuple[dict, int]:

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -34,9 +35,9 @@ def _names(text: str) -> list[str]:
 
 
 def _alpha(text: str):
-    """``1e5``, ``cv`` or ``global=1e5,X=1e6,...``."""
-    if text.strip() == "cv":
-        return "cv"
+    """``1e5``, ``cv``, ``gcv`` or ``global=1e5,X=1e6,...``."""
+    if text.strip() in ("cv", "gcv"):
+        return text.strip()
     if "=" not in text:
         return float(text)
     out = {}
@@ -180,7 +181,8 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
         "--alpha",
         type=_alpha,
         default=None,
-        help="ridge penalty; per expert: global=1e5,X=1e6,...; or cv: K-fold CV per expert",
+        help="ridge penalty; per expert: global=1e5,X=1e6,...; cv: K-fold CV per expert; "
+        "gcv: generalized CV per expert (one eigendecomposition each)",
     )
     f.add_argument(
         "--alpha-grid",
@@ -240,8 +242,14 @@ def _session(args, cluster_overrides: dict | None = None):
         if kw.get(key) is None:
             kw[key] = value
     preload = [*dask.config.get("distributed.worker.preload", []), __name__]
-    settings = {"snr-moe.cluster.quiet": bool(args.quiet), "distributed.worker.preload": preload}
-    with dask.config.set(settings):
+    log_file = str(WorkerLog.path_for(args.command))
+    args.log_file = log_file
+    settings = {
+        "snr-moe.cluster.quiet": bool(args.quiet),
+        "snr-moe.cluster.log-file": log_file,
+        "distributed.worker.preload": preload,
+    }
+    with dask.config.set(settings), WorkerLog(log_file):
         with get_client(**kw) as client:
             _CtrlC.reinstall()  # importing dask_jobqueue replaces the SIGINT handler
             try:
@@ -265,6 +273,80 @@ def dask_setup(worker) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("distributed.worker.state_machine").addFilter(_not_a_close_cancellation)
+    log_file = dask.config.get("snr-moe.cluster.log-file", None)
+    if log_file:
+        WorkerLog.redirect(log_file)
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """A log file, and its directory, made only when the first record arrives."""
+
+    def _open(self):
+        os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+        return super()._open()
+
+
+class WorkerLog:
+    """Log records of the cluster a command runs, in a file instead of the terminal.
+
+    A failed task makes its worker log "Compute Failed" with the task's whole
+    traceback, and a closing cluster logs its own goodbyes; the command already
+    reports the error in one line, so these go to
+    ``.snr-moe/logs/COMMAND-TIME-PID.log`` (relative to the current directory),
+    which the error line names. The scheduler and nannies of a LocalCluster run
+    in this process, its workers in others: the worker preload
+    (:func:`dask_setup`) sends theirs to the same file. A file nothing was
+    written to is not created.
+    """
+
+    current: WorkerLog | None = None
+    LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
+
+    def __init__(self, path: str):
+        self.path = path
+        self.saved: list = []
+
+    @staticmethod
+    def path_for(command: str):
+        from pathlib import Path
+
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return Path(".snr-moe") / "logs" / f"{command}-{stamp}-{os.getpid()}.log"
+
+    @classmethod
+    def redirect(cls, path: str) -> list:
+        """Point the loggers at ``path``; returns what to restore."""
+        handler = _LazyFileHandler(path, delay=True)
+        handler.setLevel(logging.WARNING)  # what the terminal would have shown
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s pid %(process)d %(name)s %(levelname)s %(message)s")
+        )
+        saved = []
+        for name in cls.LOGGERS:
+            logger = logging.getLogger(name)
+            saved.append((logger, logger.handlers[:], logger.propagate))
+            logger.handlers = [handler]
+            logger.propagate = False
+        return saved
+
+    def __enter__(self) -> WorkerLog:
+        self.saved = self.redirect(self.path)
+        WorkerLog.current = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for logger, handlers, propagate in self.saved:
+            for h in logger.handlers:
+                h.close()
+            logger.handlers, logger.propagate = handlers, propagate
+        WorkerLog.current = None
+
+    @classmethod
+    def note(cls, path: str | None) -> str:
+        """`` (worker logs: PATH)`` when that log has something in it, else ``""``."""
+        if path and os.path.isfile(path) and os.path.getsize(path) > 0:
+            return f" (worker logs: {path})"
+        return ""
 
 
 def _not_a_close_cancellation(record: logging.LogRecord) -> bool:
@@ -437,8 +519,9 @@ def fit_summary(model, path: str, seconds: float) -> str:
         )
     if model.cv_:
         cv = model.cv_
+        how = "GCV" if cv.get("method") == "gcv" else f"{cv['folds']}-fold CV"
         lines.append(
-            f"  alpha by {cv['folds']}-fold CV over {len(cv['alphas'])} values "
+            f"  alpha by {how} over {len(cv['alphas'])} values "
             f"{cv['alphas'][0]:.3g}..{cv['alphas'][-1]:.3g} (fixed alpha "
             f"{cv['alpha_fixed']:.3g} also solved, for comparison)"
         )
@@ -519,6 +602,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
 
 
+def _log_note(args) -> str:
+    return WorkerLog.note(getattr(args, "log_file", None))
+
+
 def _run(args) -> int:
     try:
         if getattr(args, "bins", None) is not None or getattr(args, "bin_names", None) is not None:
@@ -529,7 +616,8 @@ def _run(args) -> int:
             )
         return COMMANDS[args.command](args)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, PermissionError) as exc:
-        print(f"snr-moe {args.command}: error: {exc}", file=sys.stderr)
+        text = " ".join(str(exc).split())  # one line, whatever the message held
+        print(f"snr-moe {args.command}: error: {text}{_log_note(args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         _CtrlC.caught_here()

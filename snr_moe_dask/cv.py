@@ -142,6 +142,82 @@ def fold_sse_task(
     return fold_sse(train, valid, alphas, standardize), n_valid
 
 
+def gcv_curve(acc: dict, alphas: np.ndarray, standardize: bool) -> np.ndarray:
+    """Generalized cross-validation score of ridge over an alpha path, per target.
+
+    GCV(alpha) = n RSS(alpha) / (n - df(alpha))^2 (Golub, Heath & Wahba 1979),
+    with the residual sum of squares of the fit on all ``n`` spectra and its
+    effective number of parameters, df = 1 + sum_i l_i / (l_i + alpha) (the 1 is
+    the unpenalized intercept), both from one eigendecomposition of the centred
+    Gram matrix S_xx = V diag(l) V^T: with z = V^T S_xy,
+
+        RSS(alpha) = S_yy - sum_i z_i^2 (l_i + 2 alpha) / (l_i + alpha)^2.
+
+    It is a rotation-invariant approximation of leave-one-out CV, exact as a
+    criterion (nothing is sampled), from the same statistics as the fit.
+
+    Parameters
+    ----------
+    acc : dict
+        A one-slot accumulator (:func:`snr_moe_dask.stats.pooled_stats`).
+    alphas : ndarray of shape (n_alphas,)
+    standardize : bool
+        Penalize standardized coefficients (the eigenvalues are those of the
+        scaled Gram matrix).
+
+    Returns
+    -------
+    ndarray of shape (n_alphas, n_targets)
+        ``inf`` where df >= n (the fit interpolates: no estimate of its error).
+    """
+    n = float(acc["n"][0])
+    s = stats.full_gram(acc["sxx"][0])
+    scale = np.ones(s.shape[0])
+    if standardize:
+        scale = feature_scale(np.diag(s), n)
+        s /= np.outer(scale, scale)
+    lam, v = scipy.linalg.eigh(s, overwrite_a=True, check_finite=False, driver="evd", lower=False)
+    lam = np.clip(lam, 0.0, None)
+    z2 = (v.T @ (acc["sxy"][0] / scale[:, None])) ** 2  # (P, T)
+    denom = lam[:, None] + alphas[None, :]  # (P, A)
+    shrink = (lam[:, None] + 2.0 * alphas[None, :]) / denom**2
+    rss = np.clip(np.diag(acc["syy"][0])[None, :] - shrink.T @ z2, 0.0, None)  # (A, T)
+    df = 1.0 + (lam[:, None] / denom).sum(axis=0)  # (A,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = n * rss / ((n - df) ** 2)[:, None]
+    score[df >= n] = np.inf
+    return score
+
+
+def gcv_task(acc: dict, alphas: np.ndarray, standardize: bool) -> tuple[np.ndarray, float]:
+    """GCV curve of one expert (graph task): ``(score (n_alphas, n_targets), n)``;
+    NaN scores for an expert with fewer than 2 spectra."""
+    n = float(acc["n"][0])
+    if n < 2:
+        return np.full((len(alphas), acc["mean_y"].shape[1]), np.nan), n
+    return gcv_curve(acc, alphas, standardize), n
+
+
+def summarize_gcv(scores: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:
+    """The CV record of :func:`summarize_cv` for GCV: one "fold" per expert.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_experts, n_alphas, n_targets)
+    n : ndarray of shape (n_experts,)
+    """
+    mean = scores.mean(axis=2)
+    usable = np.isfinite(mean)
+    best = np.where(usable.any(axis=1), np.argmin(np.where(usable, mean, np.inf), axis=1), -1)
+    return {
+        "mse": mean[:, None, :],
+        "mean": mean,
+        "se": np.full_like(mean, np.nan),
+        "best": best,
+        "n_valid": n[:, None],
+    }
+
+
 def summarize_cv(sse: np.ndarray, n_valid: np.ndarray) -> dict[str, np.ndarray]:
     """Per-fold MSE, its mean over folds and standard error, and the best alpha index.
 

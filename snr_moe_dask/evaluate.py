@@ -31,6 +31,7 @@ from .io import (
     open_spectra,
     store_row_chunks,
     write_json,
+    write_zarr,
 )
 from .model import SNRBinnedRidge, load_model
 from .predict import evaluate_block
@@ -213,7 +214,7 @@ def _create_predictions(path: Path, rows, variables: dict, **attrs) -> None:
         },
         attrs=attrs,
     )
-    template.to_zarr(path, mode="w", zarr_format=3, consolidated=False, compute=False)
+    write_zarr(template, path, compute=False)
 
 
 def evaluate_model(
@@ -633,6 +634,7 @@ def alpha_comparison(model, compared, params: dict) -> dict:
         "alpha_fixed": cv["alpha_fixed"],
         "alpha_cv": best,
         "folds": cv["folds"],
+        "method": cv.get("method", "kfold"),
         "grid": [float(a) for a in cv["alphas"]],
         "curves": {
             e: {"mean_mse": cv["mean"][i].tolist(), "se": cv["se"][i].tolist()}

@@ -135,9 +135,9 @@ def validate_experiment(raw: dict, source: str) -> dict:
         if data[key] < 1:
             raise ConfigError(f"{source}: data.{key}: must be >= 1, got {data[key]}")
     alpha = exp["model"].get("alpha")
-    if isinstance(alpha, str) and alpha != "cv":
+    if isinstance(alpha, str) and alpha not in ("cv", "gcv"):
         raise ConfigError(
-            f"{source}: model.alpha: expected a number, a mapping or 'cv', got {alpha!r}"
+            f"{source}: model.alpha: expected a number, a mapping, 'cv' or 'gcv', got {alpha!r}"
         )
     if "bins" in raw:
         try:

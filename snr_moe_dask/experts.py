@@ -23,18 +23,24 @@ GLOBAL = "global"
 
 def _cv_choice(cv_results: list, settings: dict) -> tuple[np.ndarray, dict]:
     """The chosen alpha per expert and the CV record (``cv_`` attribute)."""
-    from .cv import summarize_cv
+    from .cv import summarize_cv, summarize_gcv
 
     cv = settings["cv"]
-    sse = np.array([[r[0] for r in expert] for expert in cv_results])
-    n_valid = np.array([[r[1] for r in expert] for expert in cv_results])
-    summary = summarize_cv(sse, n_valid)
+    if cv["method"] == "gcv":
+        scores = np.array([expert[0][0] for expert in cv_results])
+        summary = summarize_gcv(scores, np.array([expert[0][1] for expert in cv_results]))
+        n_valid = summary["n_valid"]
+    else:
+        sse = np.array([[r[0] for r in expert] for expert in cv_results])
+        n_valid = np.array([[r[1] for r in expert] for expert in cv_results])
+        summary = summarize_cv(sse, n_valid)
     grid = cv["alphas"]
     chosen = np.where(summary["best"] >= 0, grid[np.clip(summary["best"], 0, None)], np.nan)
     record = {
         "alphas": grid,
         "folds": cv["folds"],
         "seed": cv["seed"],
+        "method": cv["method"],
         "n_valid": n_valid,
         "alpha_fixed": cv["alpha_fixed"],
         **{k: summary[k] for k in ("mse", "mean", "se")},
@@ -106,9 +112,11 @@ def solve_experts(acc: dict, settings: dict, cv_results: list | None = None) -> 
             *problem, alphas[e], standardize=settings["standardize"]
         )
         if cv and not np.isfinite(chosen[e]):
-            info["reason"] = (
-                info["reason"] + "; " if info["reason"] else ""
-            ) + "fewer than 2 non-empty CV folds: fixed alpha kept"
+            info["reason"] = (info["reason"] + "; " if info["reason"] else "") + (
+                "fewer than 2 spectra for GCV: fixed alpha kept"
+                if cv["method"] == "gcv"
+                else "fewer than 2 non-empty CV folds: fixed alpha kept"
+            )
         if fixed:
             fixed[0][e], fixed[1][e], _ = solve_ridge(
                 *problem, cv["alpha_fixed"], standardize=settings["standardize"]

@@ -17,7 +17,7 @@ import xarray as xr
 from . import mock
 from .cluster import run_graph
 from .config import get_setting
-from .io import SPECTRUM, WAVELENGTH, atomic_path
+from .io import SPECTRUM, WAVELENGTH, atomic_path, write_zarr
 
 _CODECS = ("none", "zstd", "lz4")
 
@@ -154,8 +154,6 @@ def generate_survey(
     ds.attrs["chunk_size"] = chunk
     ds.attrs["codec"] = codec
     with atomic_path(path, overwrite=overwrite) as tmp:
-        store = ds.to_zarr(
-            tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding, compute=False
-        )
+        store = write_zarr(ds, tmp, encoding=encoding, compute=False)
         run_graph(store, label=f"generate: {n:,} spectra -> {path}")
     return Path(path)

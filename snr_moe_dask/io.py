@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
@@ -76,7 +77,8 @@ def open_spectra(path: str | os.PathLike, *, require: Iterable[str] = ()) -> xr.
         )
     try:
         with warnings.catch_warnings():
-            # Zarr format 3 stores are written without consolidated metadata.
+            # Stores written by other tools (or by older versions) may lack
+            # consolidated metadata; they open as well without it.
             warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
             ds = xr.open_dataset(name, engine="zarr", chunks=None, consolidated=None, cache=False)
     except Exception as exc:  # zarr raises many types; re-raise with the store named
@@ -305,6 +307,39 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists():
         path.unlink()
+
+
+@contextmanager
+def quiet_consolidation() -> Iterator[None]:
+    """Silence zarr's note that consolidated metadata is an extension of Zarr format 3.
+
+    Every store the tool writes carries consolidated metadata, which xarray and
+    zarr-python read, so that ``xarray.open_zarr`` opens it in one read and
+    without a warning.
+    """
+    # catch_warnings swaps process-wide state: one thread at a time (the threaded
+    # scheduler writes checkpoints from several).
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part")
+        yield
+
+
+_WARNINGS_LOCK = threading.RLock()
+
+
+def write_zarr(ds: xr.Dataset, path: str | os.PathLike, **kwargs):
+    """``ds.to_zarr`` as the tool writes every store: Zarr format 3, a new store,
+    consolidated metadata. Returns what ``to_zarr`` returns."""
+    with quiet_consolidation():
+        return ds.to_zarr(path, mode="w", zarr_format=3, consolidated=True, **kwargs)
+
+
+def open_zarr_quietly(path: str | os.PathLike, **kwargs) -> xr.Dataset:
+    """``xarray.open_zarr`` that also reads, without a warning, a store written before
+    the tool consolidated its metadata."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
+        return xr.open_zarr(path, **kwargs)
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:

@@ -18,6 +18,12 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import (
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    validate_data,
+)
 
 from . import stats
 from .binning import bin_ranges, check_bins
@@ -30,13 +36,20 @@ from .io import (
     WAVELENGTH,
     atomic_path,
     open_spectra,
+    open_zarr_quietly,
     store_fingerprint,
     store_row_chunks,
+    write_zarr,
 )
 from .reduce import ReduceSpec, array_chunks, build_fit_graph, store_chunks
 
 MODEL_FORMAT_VERSION = 1
 ROUTINGS = ("oracle", "observed")
+_SUPPORTED_INPUT = (
+    "(SNRBinnedRidge fits dense, real-valued spectra: float32 or float64 arrays of shape "
+    "(n_spectra, n_pixels) with at least one spectrum and one pixel, dask arrays, an "
+    "xarray Dataset or the path of a spectra store)"
+)
 
 
 class SNRBinnedRidge(RegressorMixin, BaseEstimator):
@@ -44,11 +57,13 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    alpha : float, dict or "cv", optional
+    alpha : float, dict, "cv" or "gcv", optional
         Penalty. A dict maps expert names (``"global"`` and the bin names) to
         their own alpha. ``"cv"`` picks each expert's alpha by exact K-fold
-        cross-validation over ``alphas``, from the same single pass (see
-        :mod:`snr_moe_dask.cv`). Default ``snr-moe.fit.alpha`` (1e5).
+        cross-validation over ``alphas``, ``"gcv"`` by generalized
+        cross-validation (one eigendecomposition per expert), both from the
+        same single pass (see :mod:`snr_moe_dask.cv`). Default
+        ``snr-moe.fit.alpha`` (1e5).
     bins : sequence of float, optional
         SNR bin edges, right-closed. Default ``snr-moe.bins.edges`` (2, 4, 7).
     bin_names : sequence of str, optional
@@ -150,6 +165,48 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         self.cv_seed = cv_seed
         self.gate = gate
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Non-finite pixels are bad pixels, imputed by design (see fit), and NaN
+        # targets are excluded and counted, so NaN input is allowed.
+        tags.input_tags.allow_nan = True
+        tags.input_tags.sparse = False
+        tags.target_tags.multi_output = True
+        tags.target_tags.required = True
+        return tags
+
+    def _check_array_input(self, X, y, *, reset: bool, require_y: bool):
+        """Validate array input as scikit-learn does (dense, real, 2-D, at least one
+        spectrum and one pixel, the fitted pixel count); dask arrays are checked by
+        shape only, so nothing is computed."""
+        if require_y and y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None; "
+                "pass y=<array of shape (n_spectra,) or (n_spectra, n_targets)>, or fit a "
+                "store path or Dataset that holds the target labels"
+            )
+        if isinstance(X, da.Array):
+            _check_dask_shape(self, X, reset)
+            return X, y
+        try:
+            X = validate_data(
+                self,
+                X,
+                reset=reset,
+                accept_sparse=False,
+                dtype=(np.float64, np.float32),
+                ensure_all_finite=False,
+            )
+            if y is not None and not isinstance(y, da.Array):
+                y = check_array(
+                    y, ensure_2d=False, dtype=np.float64, ensure_all_finite=False, input_name="y"
+                )
+                check_consistent_length(X, y)
+        except (ValueError, TypeError) as exc:
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"{exc} {_SUPPORTED_INPUT}") from exc
+        return X, y
+
     # ------------------------------------------------------------------ settings
 
     def _resolved(self) -> dict:
@@ -213,9 +270,11 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         experts = [GLOBAL, *names]
         cv = None
         if isinstance(alpha, str):
-            if alpha != "cv":
-                raise ValueError(f'alpha must be a number, a dict or "cv"; got {alpha!r}')
-            cv = self._cv_settings()
+            if alpha not in ("cv", "gcv"):
+                raise ValueError(
+                    f'alpha must be a number, a dict or "cv" (or "gcv"); got {alpha!r}'
+                )
+            cv = self._cv_settings(alpha)
             alpha = cv["alpha_fixed"]
         if isinstance(alpha, dict):
             unknown = set(alpha) - set(experts)
@@ -232,11 +291,11 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             raise ValueError(f"alpha must be >= 0; got {values}")
         return np.array(values), cv
 
-    def _cv_settings(self) -> dict:
+    def _cv_settings(self, method: str = "cv") -> dict:
         from .cv import alpha_grid
 
-        folds = int(get_setting("fit.cv.folds", self.cv))
-        if folds < 2:
+        folds = 1 if method == "gcv" else int(get_setting("fit.cv.folds", self.cv))
+        if method == "cv" and folds < 2:
             raise ValueError(f"cross-validation needs at least 2 folds; got cv={folds}")
         grid = self.alphas
         if grid is None:
@@ -246,6 +305,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         if grid.size == 0 or not np.all(np.isfinite(grid)) or not np.all(grid > 0):
             raise ValueError(f"the alpha grid must hold positive finite values; got {grid}")
         return {
+            "method": "gcv" if method == "gcv" else "kfold",
             "folds": folds,
             "seed": int(get_setting("fit.cv.seed", self.cv_seed)),
             "alphas": grid,
@@ -326,6 +386,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
                 arrays = _arrays_from_dataset(X, settings)
                 source = X.encoding.get("source", "")
             else:
+                X, y = self._check_array_input(X, y, reset=True, require_y=True)
                 arrays = _arrays_from_input(X, y, snr, error, mask, settings)
                 source = ""
             chunks = array_chunks(
@@ -457,7 +518,10 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         """
         from .evaluate import parse_routings, prediction_arrays
 
+        check_is_fitted(self)
         routing = parse_routings(routing, self.routing_)[0]
+        if not isinstance(X, xr.Dataset):
+            X, _ = self._check_array_input(X, None, reset=False, require_y=False)
         arrays = self._predict_inputs(X, snr, error, mask, routing)
         out = prediction_arrays(self, arrays, routing)["y_moe_all"]
         if len(self.targets_) == 1:
@@ -558,7 +622,10 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             ds["coef_fixed"] = ((EXPERT, WAVELENGTH, TARGET), cv["coef_fixed"])
             ds["intercept_fixed"] = ((EXPERT, TARGET), cv["intercept_fixed"])
             ds.attrs.update(
-                cv_folds=int(cv["folds"]), cv_seed=int(cv["seed"]), cv_alpha_fixed=cv["alpha_fixed"]
+                cv_folds=int(cv["folds"]),
+                cv_seed=int(cv["seed"]),
+                cv_alpha_fixed=cv["alpha_fixed"],
+                cv_method=cv["method"],
             )
         return ds
 
@@ -576,7 +643,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         ds["train_snr_hist"] = (("snr_hist_bin",), counts.astype(np.int64))
         ds["train_snr_edges"] = (("snr_hist_edge",), hist_edges)
         with atomic_path(path, overwrite=overwrite) as tmp:
-            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+            write_zarr(ds, tmp)
         return Path(path)
 
 
@@ -587,7 +654,7 @@ def cv_graph(total, settings: dict) -> list | None:
     The fold tasks depend only on their expert's pooled statistics (K x P²),
     not on the whole accumulator, so the scheduler spreads them over workers.
     """
-    from .cv import expert_folds, fold_sse_task
+    from .cv import expert_folds, fold_sse_task, gcv_task
 
     cv = settings["cv"]
     if not cv:
@@ -597,6 +664,11 @@ def cv_graph(total, settings: dict) -> list | None:
     out = []
     for slots in groups:
         folds = dask.delayed(expert_folds, pure=True)(total, slots, cv["folds"])
+        if cv["method"] == "gcv":  # one eigendecomposition per expert
+            out.append(
+                [dask.delayed(gcv_task, pure=True)(folds, cv["alphas"], settings["standardize"])]
+            )
+            continue
         out.append(
             [
                 dask.delayed(fold_sse_task, pure=True)(
@@ -614,7 +686,7 @@ def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
     if not Path(name).exists():
         raise FileNotFoundError(f"model store {name!r} does not exist; fit one with `snr-moe fit`")
     try:
-        ds = xr.open_zarr(name, consolidated=False).load()
+        ds = open_zarr_quietly(name).load()
     except Exception as exc:  # any zarr failure: name the store
         raise ValueError(f"cannot read model store {name!r}: {type(exc).__name__}: {exc}") from exc
     version = ds.attrs.get("format_version")
@@ -676,6 +748,7 @@ def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
             "alphas": ds["alpha_grid"].values,
             "folds": int(a["cv_folds"]),
             "seed": int(a["cv_seed"]),
+            "method": a.get("cv_method", "kfold"),
             "alpha_fixed": float(a["cv_alpha_fixed"]),
             "mse": ds["cv_mse"].values,
             "mean": ds["cv_mean"].values,
@@ -751,6 +824,22 @@ def _arrays_from_input(X, y, snr, error, mask, settings) -> dict:
         out["y"] = y.rechunk((rows, -1))
         settings["targets"] = [f"y{i}" for i in range(y.shape[1])] if y.shape[1] > 1 else ["y"]
     return out
+
+
+def _check_dask_shape(model, X: da.Array, reset: bool) -> None:
+    """The checks ``validate_data`` makes, by shape, for a lazy array."""
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected a 2D array of shape (n_spectra, n_pixels), got shape {X.shape}; "
+            "Reshape your data"
+        )
+    if X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"Found array with shape {X.shape}; {_SUPPORTED_INPUT}")
+    if not reset and X.shape[1] != model.n_features_in_:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {type(model).__name__} is expecting "
+            f"{model.n_features_in_} features as input"
+        )
 
 
 def _default_partitions() -> int:

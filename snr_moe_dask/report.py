@@ -55,8 +55,8 @@ _FIGURE_CAPTIONS = {
     "confusion": "True vs routed SNR bin for each routing that does not know the true SNR "
     "(counts; shading is the share of the true bin).",
     "rho": "ρ, the share of the oracle's R² gain each routing keeps, with its 95% bootstrap CI.",
-    "cv_curves": "K-fold CV error against alpha per expert (band: ±1 standard error across "
-    "folds), with the CV choice and the fixed alpha.",
+    "cv_curves": "Cross-validation error against alpha per expert (K-fold: band of ±1 "
+    "standard error across folds; GCV: the GCV score), with the chosen and the fixed alpha.",
 }
 
 
@@ -546,8 +546,14 @@ def render_alpha_cv(metrics: Mapping[str, Any]) -> list[str]:
             f"{format_alpha(cv['alpha_fixed'])} | {format_r2(b['r2_cv'])} | "
             f"{format_r2(b['r2_fixed'])} |"
         )
+    how = (
+        "generalized cross-validation (GCV, n·RSS / (n − df)², from one eigendecomposition "
+        "of each expert's statistics)"
+        if cv.get("method") == "gcv"
+        else f"exact {cv['folds']}-fold cross-validation"
+    )
     intro = (
-        f"Each expert's alpha was chosen by exact {cv['folds']}-fold cross-validation over "
+        f"Each expert's alpha was chosen by {how} over "
         f"{len(cv['grid'])} values from {format_alpha(cv['grid'][0])} to "
         f"{format_alpha(cv['grid'][-1])}, from the fit's single pass; the global model's CV "
         f"alpha is {format_alpha(cv['alpha_cv'].get('global'))}. Both models are scored on "

@@ -85,13 +85,15 @@ def plot_cv_curves(metrics: Mapping[str, Any], path: str | Path) -> Path | None:
         mean = np.asarray(cv["curves"][name]["mean_mse"], dtype=float)
         se = np.asarray(cv["curves"][name]["se"], dtype=float)
         ax.plot(grid, mean, color="#4c72b0")
-        ax.fill_between(grid, mean - se, mean + se, color="#4c72b0", alpha=0.25, lw=0)
+        if np.isfinite(se).any():
+            ax.fill_between(grid, mean - se, mean + se, color="#4c72b0", alpha=0.25, lw=0)
         ax.axvline(cv["alpha_cv"][name], color="#dd8452", lw=1, label="CV choice")
         ax.axvline(cv["alpha_fixed"], color="grey", lw=1, ls="--", label="fixed")
         ax.set_xscale("log")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("alpha")
-    axes[0].set_ylabel(f"{cv['folds']}-fold CV MSE")
+    gcv = cv.get("method") == "gcv"
+    axes[0].set_ylabel("GCV score" if gcv else f"{cv['folds']}-fold CV MSE")
     axes[0].legend(fontsize=7)
     return save_figure(fig, path)
 

@@ -166,3 +166,60 @@ def test_cli_alpha_cv_saves_curves(store_pair, tmp_path, capsys):
     assert model.cv_["mse"].shape == (5, 3, 9)
     np.testing.assert_allclose(model.cv_["alphas"], np.geomspace(1, 1e8, 9))
     assert set(model.alpha_) <= set(model.cv_["alphas"])
+
+
+def explicit_gcv(x, y, alpha, standardize=False):
+    """GCV from scikit-learn's fit and the explicit hat matrix: n RSS / (n - df)^2, with
+    df = trace(H) + 1 for the unpenalized intercept."""
+    est = Ridge(alpha=alpha)
+    if standardize:
+        est = make_pipeline(StandardScaler(), est)
+    rss = float(((y - est.fit(x, y).predict(x)) ** 2).sum())
+    xc = x - x.mean(axis=0)
+    if standardize:
+        sd = x.std(axis=0)
+        xc = xc / np.where(sd > 0, sd, 1.0)
+    hat = xc @ np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T)
+    n = len(y)
+    df = np.trace(hat) + 1.0
+    return n * rss / (n - df) ** 2
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_gcv_equals_explicit_hat_matrix_for_every_expert(store_pair, standardize):
+    ds = open_spectra(store_pair[0])
+    grid = alpha_grid(1e0, 1e6, 7)
+    with dask.config.set(scheduler="sync"):
+        model = SNRBinnedRidge(
+            alpha="gcv",
+            alphas=grid,
+            precision="float64",
+            min_spectra=1,
+            gate=False,
+            standardize=standardize,
+        ).fit(store_pair[0])
+    x, y, snr = ds["flux"].values.astype(np.float64), ds["logg"].values, ds["snr"].values
+    assert model.cv_["method"] == "gcv"
+    for e, rows in enumerate(expert_rows(snr)):
+        ref = np.array([explicit_gcv(x[rows], y[rows], a, standardize) for a in grid])
+        np.testing.assert_allclose(model.cv_["mean"][e], ref, rtol=1e-8)
+        assert model.alpha_[e] == grid[np.argmin(ref)]
+        final = Ridge(alpha=model.alpha_[e])
+        if standardize:
+            final = make_pipeline(StandardScaler(), final)
+        np.testing.assert_allclose(
+            x[rows] @ model.coef_[e, :, 0] + model.intercept_[e, 0],
+            final.fit(x[rows], y[rows]).predict(x[rows]),
+            rtol=0,
+            atol=1e-9 * y.std(),
+        )
+
+
+def test_gcv_model_round_trips_and_the_cli_takes_it(store_pair, tmp_path):
+    path = tmp_path / "m.zarr"
+    args = ["fit", str(store_pair[0]), "--model", str(path), "--alpha", "gcv"]
+    args += ["--alpha-grid", "1:1e6:7", "--min-spectra", "1", "--workers", "1", "--quiet"]
+    assert main(args) == 0
+    loaded = load_model(path)
+    assert loaded.cv_["method"] == "gcv" and loaded.cv_["folds"] == 1
+    assert loaded.cv_["mean"].shape == (5, 7)
