@@ -979,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or the scaling run), write the JSON and print the tables."""
     import dask
 
-    from snr_moe_dask.io import write_json
+    from snr_moe_dask.outputs import write_json
 
     from .report import format_report
 

@@ -73,7 +73,7 @@ def profile_read(store: str, repeat: int) -> dict:
             return best_of(
                 repeat,
                 divided,
-                lambda: [io.read_raw_chunk(arr, f, rows) for arr, f in zip(arrays, files)],
+                lambda: [io.read_raw_chunk(arr, f, rows)[0] for arr, f in zip(arrays, files)],
             )
         finally:
             io.MAP_BYTES = saved

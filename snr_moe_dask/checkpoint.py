@@ -27,10 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
 
-from .io import atomic_path, quiet_consolidation
+from .outputs import MARKER_ATTR, atomic_path, marker, quiet_consolidation
+from .rows import check_complete
 
 META = "checkpoint.json"
+# Statistics barely compress; every chunk carries a checksum and is written.
+_CODECS = {"compressors": [Crc32cCodec()], "config": {"write_empty_chunks": True}}
 FORMAT_VERSION = 1
 
 
@@ -44,16 +48,16 @@ def partition_path(directory: str | os.PathLike, partition: int) -> Path:
 
 def save_accumulator(acc: dict, path: str | os.PathLike, last_chunk: int) -> None:
     """Write an accumulator (statistics, counts and per-chunk records) atomically."""
-    with atomic_path(path, overwrite=True) as tmp:
+    with atomic_path(path, overwrite=True, kind="checkpoint") as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        root.attrs["last_chunk"] = int(last_chunk)
+        root.attrs.update({"last_chunk": int(last_chunk), MARKER_ATTR: marker("checkpoint")})
         for key, value in acc.items():
             if isinstance(value, dict):
                 group = root.require_group(f"records/{key}")
                 for index, arr in value.items():
-                    group.create_array(str(index), data=np.asarray(arr))
+                    group.create_array(str(index), data=np.asarray(arr), **_CODECS)
             else:
-                root.create_array(key, data=np.asarray(value))
+                root.create_array(key, data=np.asarray(value), **_CODECS)
         with quiet_consolidation():
             zarr.consolidate_metadata(str(tmp))
 
@@ -61,6 +65,7 @@ def save_accumulator(acc: dict, path: str | os.PathLike, last_chunk: int) -> Non
 def load_accumulator(path: str | os.PathLike) -> tuple[dict, int]:
     """Read an accumulator written by :func:`save_accumulator`, and its last chunk."""
     root = zarr.open_group(str(path), mode="r", zarr_format=3)
+    check_complete(str(path), root)
     acc: dict = {}
     for name, arr in root.arrays():
         acc[name] = arr[...]
@@ -154,6 +159,45 @@ def prepare(
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, meta_path)
     return {}
+
+
+def verify_restored(directory, source: str, chunks: list, partitions: int, done: dict) -> None:
+    """Refuse to resume when a chunk the checkpoints hold has changed since.
+
+    Reads the restored chunks again (on the cluster, nothing else computed) and
+    compares each variable's digest with the one recorded when it was folded.
+    Needed only for stores without chunk checksums, whose fingerprint cannot
+    see content.
+    """
+    from .io import chunk_digests
+    from .reduce import split_partitions
+
+    restored = []
+    for p, run in enumerate(split_partitions(len(chunks), partitions)):
+        if p in done:
+            restored += [(p, i) for i in range(run.start, done[p] + 1)]
+    rows = [chunks[i][1][0] for _, i in restored]
+    now = chunk_digests(
+        source,
+        [(r.start, r.stop) for r in rows],
+        rows[0].targets if rows else (),
+        with_snr=rows[0].with_snr if rows else False,
+        with_mask=rows[0].with_mask if rows else False,
+    )
+    saved: dict[int, zarr.Group] = {}
+    for (p, i), current in zip(restored, now):
+        if p not in saved:
+            saved[p] = zarr.open_group(str(partition_path(directory, p)), mode="r")
+        then = saved[p]["records/digest"][str(i)][...]
+        if not np.array_equal(then, current):
+            names = rows[0].variables()
+            changed = [n for n, a, b in zip(names, then, current) if a != b]
+            raise CheckpointError(
+                f"cannot resume from checkpoint {str(directory)!r}: chunk {i} of store "
+                f"{source!r} (spectra {chunks[i][1][0].start}-{chunks[i][1][0].stop - 1}) "
+                f"changed since it was checkpointed (variables {changed}); rerun without "
+                "--resume and with --overwrite to start over"
+            )
 
 
 def _ours(path: Path) -> bool:

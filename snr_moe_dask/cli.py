@@ -20,114 +20,64 @@ import time
 
 import dask
 
+from . import options
 from .binning import check_bins
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``snr-moe fit: error: ...``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+def _cli_type(opt: options.Option):
+    """The argparse ``type`` of an option: its check, with its expectation as the error."""
+
+    def convert(text: str):
+        try:
+            return opt.check(text)
+        except options.Invalid as exc:
+            raise argparse.ArgumentTypeError(f"must be {exc.expected}; got {text!r}") from None
+
+    convert.__name__ = opt.name  # argparse names the type in some messages
+    return convert
 
 
-def _alpha(text: str):
-    """``1e5``, ``cv``, ``gcv`` or ``global=1e5,X=1e6,...``."""
-    if text.strip() in ("cv", "gcv"):
-        return text.strip()
-    if "=" not in text:
-        return float(text)
-    out = {}
-    for part in text.split(","):
-        key, _, value = part.partition("=")
-        out[key.strip()] = float(value)
-    return out
-
-
-def _grid(text: str) -> list[float]:
-    """``1:1e9:28`` (log-spaced, inclusive) or ``1,10,100``."""
-    from .cv import alpha_grid
-
-    if ":" in text:
-        start, stop, num = text.split(":")
-        return alpha_grid(float(start), float(stop), int(num)).tolist()
-    return _floats(text)
-
-
-JOBQUEUE_FLAGS = (
-    "cores",
-    "memory",
-    "walltime",
-    "queue",
-    "account",
-    "processes",
-    "log-directory",
-    "interface",
-)
-
-
-def _add_cluster_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cluster")
-    g.add_argument(
-        "--cluster",
-        default=None,
-        help="local (default), slurm, pbs, or a scheduler address tcp://HOST:PORT",
-    )
-    g.add_argument("--scheduler-file", default=None, help="connect through a scheduler file")
-    g.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
-    g.add_argument("--threads-per-worker", type=int, default=None)
-    g.add_argument("--memory-limit", default=None, help="per LocalCluster worker, e.g. 4GB")
-    g.add_argument("--jobs", type=int, default=None, help="SLURM/PBS worker jobs to submit")
-    g.add_argument(
-        "--adapt",
-        type=_floats,
-        default=None,
-        metavar="MIN,MAX",
-        help="SLURM/PBS adaptive scaling between MIN and MAX jobs",
-    )
-    g.add_argument(
-        "--jobqueue-config", default=None, help="dask-jobqueue YAML (see deploy/jobqueue.yaml)"
-    )
-    for flag in JOBQUEUE_FLAGS:
-        g.add_argument(f"--{flag}", default=None, help=f"SLURM/PBS worker job {flag}")
-    g.add_argument(
-        "--insecure",
-        action="store_true",
-        help="SLURM/PBS: plain TCP instead of TLS (any local user could connect)",
-    )
-    g.add_argument("--quiet", action="store_true", help="no dashboard link or progress bars")
-    g.add_argument(
-        "--performance-report",
-        default=None,
-        metavar="FILE.html",
-        help="save Dask's performance report for the run",
-    )
+def _add_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The flags of ``command``, from the option table (:mod:`snr_moe_dask.options`)."""
+    cluster = p.add_argument_group("cluster")
+    for opt in options.for_command(command):
+        group = cluster if options.ALL_COMMANDS == opt.commands else p
+        kw: dict = {"default": None, "help": opt.help}
+        if opt.action:
+            kw["action"] = opt.action
+        else:
+            kw["type"] = str if opt.nargs else _cli_type(opt)
+            choices = getattr(opt.check, "choices", None)
+            if choices and opt.name != "routings":
+                kw["metavar"] = "|".join(choices)
+            if opt.metavar:
+                kw["metavar"] = opt.metavar
+            if opt.nargs:
+                kw["nargs"] = opt.nargs
+        group.add_argument(opt.flag, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="snr-moe", description="SNR-binned mixture-of-experts ridge regression on Dask"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write a mock PFS survey to Zarr")
     g.add_argument("out", help="output store, e.g. train.zarr")
-    g.add_argument("--n", type=int, required=True, help="number of spectra")
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--noise-level", type=float, default=None)
-    g.add_argument("--pixels", type=int, default=None)
-    g.add_argument("--chunk-size", type=int, default=None, help="spectra per chunk")
-    g.add_argument("--codec", choices=("none", "zstd", "lz4"), default=None)
     g.add_argument("--overwrite", action="store_true")
-    _add_cluster_args(g)
+    _add_options(g, "generate")
 
     f = sub.add_parser("fit", help="fit the global model and one expert per SNR bin")
     f.add_argument("train", help="training store")
     f.add_argument("--model", required=True, help="output model store, e.g. model.zarr")
-    _add_fit_args(f)
     f.add_argument(
         "--checkpoint",
         default=None,
@@ -138,95 +88,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue from the checkpoints in --checkpoint"
     )
     f.add_argument("--overwrite", action="store_true")
-    _add_cluster_args(f)
+    _add_options(f, "fit")
 
     e = sub.add_parser("evaluate", help="predict a test store and write metrics and the report")
     e.add_argument("model", help="model store")
     e.add_argument("test", help="test store")
     e.add_argument("--out", required=True, help="output directory")
-    e.add_argument(
-        "--routing",
-        default=None,
-        help="one or more of oracle,observed,learned,soft (comma-separated; the first is "
-        "the primary result, all are compared); default: the model's fit routing",
-    )
-    e.add_argument(
-        "--gate-threshold",
-        type=float,
-        default=None,
-        help="soft routing falls back to the global model when max p < this (default 0.4)",
-    )
-    e.add_argument(
-        "--error-scale",
-        type=float,
-        default=1.0,
-        help="multiply the test store's errors by this (robustness study; default 1)",
-    )
-    e.add_argument("--target", default=None, help="which of the model's targets to score")
-    e.add_argument("--bootstrap", type=int, default=None, help="resamples (0 disables)")
-    e.add_argument("--seed", type=int, default=None, help="bootstrap seed")
     e.add_argument("--overwrite", action="store_true")
-    _add_cluster_args(e)
+    _add_options(e, "evaluate")
 
     r = sub.add_parser("run", help="run a whole experiment from a YAML config")
     r.add_argument("config", help="experiment YAML, e.g. configs/demo.yaml")
     r.add_argument("--out", default=None, help="output directory (default: the config's)")
     r.add_argument("--overwrite", action="store_true")
-    _add_cluster_args(r)
+    _add_options(r, "run")
     return parser
 
 
-def _add_fit_args(f: argparse.ArgumentParser) -> None:
-    f.add_argument(
-        "--alpha",
-        type=_alpha,
-        default=None,
-        help="ridge penalty; per expert: global=1e5,X=1e6,...; cv: K-fold CV per expert; "
-        "gcv: generalized CV per expert (one eigendecomposition each)",
-    )
-    f.add_argument(
-        "--alpha-grid",
-        type=_grid,
-        default=None,
-        help="alphas tried by --alpha cv: START:STOP:NUM (log-spaced) or a list a,b,c "
-        "(default 1e0:1e9:28)",
-    )
-    f.add_argument("--cv-folds", type=int, default=None, help="folds for --alpha cv (default 5)")
-    f.add_argument("--bins", type=_floats, default=None, help="SNR bin edges, e.g. 2,4,7")
-    f.add_argument("--bin-names", type=_names, default=None, help="e.g. X,L,M,H")
-    f.add_argument("--routing", choices=("oracle", "observed"), default=None)
-    f.add_argument("--target", nargs="+", default=None, help="label(s), default logg")
-    f.add_argument("--precision", choices=("float32", "float64"), default=None)
-    f.add_argument("--standardize", action="store_true", default=None)
-    f.add_argument("--min-spectra", type=int, default=None)
-    f.add_argument("--max-bad-fraction", type=float, default=None)
-    f.add_argument("--partitions", type=int, default=None, help="fold chains (default: threads)")
-    f.add_argument(
-        "--strict",
-        action="store_true",
-        default=None,
-        help="any bad pixel is an error naming the variable and spectrum",
-    )
+CLUSTER_KEYWORDS = tuple(
+    o.name
+    for o in options.OPTIONS
+    if o.commands == options.ALL_COMMANDS and o.flag and o.name != "performance_report"
+)
 
 
 def _cluster_kwargs(args) -> dict:
-    kw = {
-        "cluster": args.cluster,
-        "workers": args.workers,
-        "threads_per_worker": args.threads_per_worker,
-        "memory_limit": args.memory_limit,
-        "scheduler_file": args.scheduler_file,
-        "jobs": args.jobs,
-        "adapt": tuple(int(v) for v in args.adapt) if args.adapt else None,
-        "jobqueue_config": args.jobqueue_config,
-        "insecure": args.insecure,
-        "quiet": args.quiet or None,
-    }
-    for flag in (f.replace("-", "_") for f in JOBQUEUE_FLAGS):
-        value = getattr(args, flag)
-        if value is not None and flag in ("cores", "processes"):
-            value = int(value)
-        kw[flag] = value
+    """The keywords of :func:`snr_moe_dask.cluster.get_client` given on the command line."""
+    kw = {}
+    for name in CLUSTER_KEYWORDS:
+        value = getattr(args, options.option(name).flag.lstrip("-").replace("-", "_"), None)
+        kw[name] = value if value is not False else None
     return kw
 
 
@@ -435,9 +326,11 @@ def _say(args, text: str) -> None:
 
 def cmd_generate(args) -> int:
     from .generate import generate_survey
-    from .io import check_output
+    from .outputs import check_output
 
-    check_output(args.out, args.overwrite)
+    if args.n is None:
+        raise ValueError("--n is required: the number of spectra to generate, e.g. --n 100000")
+    check_output(args.out, args.overwrite, kind="spectra")
     t0 = time.perf_counter()
     with _session(args):
         generate_survey(
@@ -474,14 +367,16 @@ def fit_params(args) -> dict:
 
 def fit_store(train: str, model_path: str, params: dict, overwrite: bool, args) -> object:
     """Validate, fit and save (``snr-moe fit``)."""
-    from .io import check_output
     from .model import SNRBinnedRidge
+    from .outputs import check_disjoint, check_output
 
-    check_output(model_path, overwrite)
+    checkpoint = getattr(args, "checkpoint", None)
+    check_output(model_path, overwrite, kind="model", inputs=[train, checkpoint])
+    if checkpoint is not None:
+        check_disjoint(checkpoint, [train, model_path], role="checkpoint directory")
     model = SNRBinnedRidge(**params)
     model.open_training_store(train)  # fail on bad settings or a bad store before compute
     t0 = time.perf_counter()
-    checkpoint = getattr(args, "checkpoint", None)
     if getattr(args, "resume", False) and checkpoint is None:
         raise ValueError("--resume needs --checkpoint DIR (the directory of the interrupted fit)")
     model.fit(
@@ -543,9 +438,9 @@ def cmd_fit(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model
-    from .io import check_output
+    from .outputs import check_output
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, kind="evaluation", inputs=[args.model, args.test])
     with _session(args):
         result = evaluate_model(
             args.model,
@@ -557,7 +452,8 @@ def cmd_evaluate(args) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
             gate_threshold=args.gate_threshold,
-            error_scale=args.error_scale,
+            error_scale=1.0 if args.error_scale is None else args.error_scale,
+            allow_training_store=bool(args.allow_training_store),
         )
     _say(args, _evaluate_summary(result, args.out))
     return 0
@@ -581,10 +477,12 @@ def _evaluate_summary(result: dict, out: str) -> str:
 
 
 def cmd_run(args) -> int:
-    from .experiment import load_experiment, run_experiment
+    from .experiment import experiment_inputs, load_experiment, run_experiment
+    from .outputs import check_output
 
     exp = load_experiment(args.config)
     out = args.out or exp["output"]
+    check_output(out, args.overwrite, kind="experiment", inputs=experiment_inputs(exp))
     with _session(args, exp["cluster"]):
         result = run_experiment(exp, out, overwrite=args.overwrite, quiet=args.quiet)
     _say(args, _evaluate_summary(result, out))

@@ -27,6 +27,7 @@ import yaml
 from distributed import Client, LocalCluster
 
 from .config import get_setting
+from .options import resolve
 
 JOBQUEUE_KINDS = ("slurm", "pbs")
 _JOBQUEUE_KEYS = (
@@ -220,6 +221,7 @@ def get_client(
     insecure: bool = False,
     quiet: bool | None = None,
     dashboard_address: str | None = None,
+    connect_timeout: float | str | None = None,
     **jobqueue_overrides,
 ) -> Iterator[Client]:
     """Start or connect to a cluster, yield a Client, and always close it.
@@ -244,25 +246,28 @@ def get_client(
         Do not print the dashboard link.
     dashboard_address : str, optional
         LocalCluster dashboard address (default ``127.0.0.1:0``, a free port).
+    connect_timeout : float or str, optional
+        How long to wait for an existing scheduler (default
+        ``snr-moe.cluster.connect-timeout``, 10 s); then a one-line error.
     **jobqueue_overrides
         cores, memory, walltime, queue, account, processes, log_directory...
     """
-    kind = str(get_setting("cluster.kind", cluster))
+    kind = resolve("cluster", cluster)
     quiet = bool(get_setting("cluster.quiet", quiet))
+    timeout = resolve("connect_timeout", connect_timeout)
+    if scheduler_file is not None:
+        resolve("scheduler_file", scheduler_file)
     with ExitStack() as stack:
-        if scheduler_file:
-            client = stack.enter_context(Client(scheduler_file=scheduler_file))
-        elif "://" in kind:
-            client = stack.enter_context(Client(kind))
+        if scheduler_file or "://" in kind:
+            where = f"scheduler file {scheduler_file!r}" if scheduler_file else kind
+            client = stack.enter_context(_connect(where, scheduler_file, kind, timeout))
         elif kind == "local":
-            n = get_setting("cluster.workers", workers) or os.cpu_count() or 1
+            n = resolve("workers", workers) or os.cpu_count() or 1
             local = stack.enter_context(
                 LocalCluster(
                     n_workers=int(n),
-                    threads_per_worker=int(
-                        get_setting("cluster.threads-per-worker", threads_per_worker)
-                    ),
-                    memory_limit=get_setting("cluster.memory-limit", memory_limit),
+                    threads_per_worker=resolve("threads_per_worker", threads_per_worker),
+                    memory_limit=resolve("memory_limit", memory_limit),
                     processes=True,
                     host="127.0.0.1",
                     dashboard_address=get_setting("cluster.dashboard-address", dashboard_address),
@@ -290,6 +295,20 @@ def get_client(
             )
         _say(quiet, describe(client))
         yield client
+
+
+def _connect(where: str, scheduler_file, address: str, timeout: float) -> Client:
+    """A Client of an existing scheduler, or a one-line error within ``timeout``."""
+    try:
+        if scheduler_file:
+            return Client(scheduler_file=scheduler_file, timeout=timeout)
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ValueError(
+            f"cannot connect to the Dask scheduler at {where} within {timeout:g} s ({detail}); "
+            "check that it runs and this machine can reach it, or use --cluster local"
+        ) from None
 
 
 def _say(quiet: bool, text: str) -> None:

@@ -26,14 +26,17 @@ from .config import get_setting
 from .evaluate_tasks import evaluate_rows, merge_summaries, write_and_summarize
 from .io import (
     SPECTRUM,
-    atomic_path,
-    check_output,
+    chunk_digests,
+    content_hash,
+    is_checksummed,
     open_spectra,
+    store_fingerprint,
     store_row_chunks,
-    write_json,
     write_zarr,
 )
 from .model import SNRBinnedRidge, load_model
+from .options import resolve
+from .outputs import MARKER_ATTR, atomic_path, check_output, marker, write_json
 from .predict import evaluate_block
 from .reduce import pairwise_tree
 from .rows import StoreRows
@@ -212,7 +215,7 @@ def _create_predictions(path: Path, rows, variables: dict, **attrs) -> None:
             name: ((SPECTRUM,), da.empty(n, chunks=(tuple(rows),), dtype=dtype))
             for name, dtype in variables.items()
         },
-        attrs=attrs,
+        attrs={**attrs, MARKER_ATTR: marker("predictions")},
     )
     write_zarr(template, path, compute=False)
 
@@ -237,9 +240,11 @@ def evaluate_model(
     dict
         The metrics (as written to metrics.json).
     """
-    check_output(out, overwrite)
+    inputs = [model if not isinstance(model, SNRBinnedRidge) else getattr(model, "path_", None)]
+    inputs.append(None if isinstance(test, xr.Dataset) else test)
+    check_output(out, overwrite, kind="evaluation", inputs=inputs)
     model, ds, test_name, settings = prepare_evaluation(model, test, **kwargs)
-    with atomic_path(out, overwrite=overwrite) as tmp:
+    with atomic_path(out, overwrite=overwrite, kind="evaluation", inputs=inputs) as tmp:
         tmp.mkdir(parents=True)
         return evaluate_into(model, ds, tmp, test_name=test_name, **settings)
 
@@ -269,13 +274,16 @@ def prepare_evaluation(
     report=True,
     extra=None,
     gate_threshold=None,
-    error_scale=1.0,
+    error_scale=None,
+    allow_training_store=False,
 ):
     """Resolve settings, load the model and open and check the test store (no compute).
 
     ``routing`` is one routing or several (``"oracle,observed,learned,soft"``);
     the first is the primary one, whose predictions and per-bin metrics are
-    the main result, and all are compared side by side.
+    the main result, and all are compared side by side. A test store that is
+    the model's training store is refused unless ``allow_training_store``
+    (the report then says "training set" where it would say held-out).
     """
     if not isinstance(model, SNRBinnedRidge):
         model = load_model(model)
@@ -283,6 +291,7 @@ def prepare_evaluation(
     target = target or model.targets_[0]
     if target not in model.targets_:
         raise ValueError(f"target {target!r} is not one the model predicts ({model.targets_})")
+    error_scale = 1.0 if error_scale is None else error_scale
     if not (np.isfinite(error_scale) and error_scale > 0):
         raise ValueError(f"error_scale must be a positive number; got {error_scale!r}")
     threshold = float(get_setting("evaluate.gate-threshold", gate_threshold))
@@ -306,14 +315,47 @@ def prepare_evaluation(
         "gate_threshold": threshold,
         "error_scale": float(error_scale),
         "target": target,
-        "bootstrap": int(get_setting("evaluate.bootstrap", bootstrap)),
-        "seed": int(get_setting("evaluate.seed", seed)),
+        "bootstrap": resolve("bootstrap", bootstrap),
+        "seed": resolve("seed", seed),
         "report": report,
         "extra": extra,
     }
-    if settings["bootstrap"] < 0:
-        raise ValueError(f"bootstrap must be >= 0 resamples; got {settings['bootstrap']}")
+    source = test.encoding.get("source") if isinstance(test, xr.Dataset) else test_name
+    training = bool(source) and is_training_store(model, source)
+    if training and not allow_training_store:
+        raise ValueError(
+            f"test store {test_name!r} is the training store of model "
+            f"{getattr(model, 'path_', '')!r} ({model.train_store_!r}, same content): its "
+            "results would not be held-out; evaluate on another store, or pass "
+            "--allow-training-store (allow_training_store=True) to score the training set"
+        )
+    settings["training_set"] = training
     return model, ds, test_name, settings
+
+
+def is_training_store(model: SNRBinnedRidge, path: str) -> bool:
+    """Whether the store at ``path`` is (a copy of) the model's training store.
+
+    The same path, or the same fingerprint (metadata, chunk sizes and, for a
+    checksummed store, each chunk's checksum). A store without checksums whose
+    fingerprint matches is read once to compare its content with what the fit
+    read.
+    """
+    train = getattr(model, "train_store_", "")
+    if not train:
+        return False
+    if Path(train).exists() and Path(path).resolve() == Path(train).resolve():
+        return True
+    if not model.train_fingerprint_ or store_fingerprint(path) != model.train_fingerprint_:
+        return False
+    reads = getattr(model, "train_reads_", {})
+    if is_checksummed(path) or not getattr(model, "train_content_", "") or not reads:
+        return True
+    ds = open_spectra(path)
+    if any(t not in ds for t in reads["targets"]) or (reads["with_snr"] and "snr" not in ds):
+        return False
+    digests = chunk_digests(path, store_row_chunks(ds), **reads)
+    return content_hash(np.concatenate(digests)) == model.train_content_
 
 
 def evaluate_into(
@@ -331,6 +373,7 @@ def evaluate_into(
     gate_threshold: float | None = None,
     error_scale: float = 1.0,
     store: str | None = None,
+    training_set: bool = False,
 ) -> dict:
     """Run the evaluation graph and write its outputs into an existing directory.
 
@@ -361,6 +404,9 @@ def evaluate_into(
         The path ``ds`` was opened from: each evaluation task then reads its
         own chunk from the store (as the fit's fold tasks do) instead of
         taking it from separate read tasks.
+    training_set : bool
+        The test store is the model's training store (allowed by the caller):
+        metrics.json and the report say so.
     """
     t0 = time.perf_counter()
     target_index = model.targets_.index(target)
@@ -419,6 +465,7 @@ def evaluate_into(
         test_store=str(test_name),
         model=str(getattr(model, "path_", "")),
         train_store=model.train_store_,
+        test_is_training_set=bool(training_set),
     )
     extra = dict(extra or {})
     timings = {**extra.pop("timings", {}), "evaluate": time.perf_counter() - t0}

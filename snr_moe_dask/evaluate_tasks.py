@@ -100,7 +100,8 @@ def write_and_summarize(
     group = zarr.open_group(path, mode="r+", zarr_format=3)
     stop = start + len(block["y_true"])
     for name in names:
-        group[name][start:stop] = block[name]
+        # Every chunk is written, fill values too: a store the tool writes is complete.
+        group[name].with_config({"write_empty_chunks": True})[start:stop] = block[name]
     return chunk_summary(block, params, *summary_args)
 
 

@@ -21,65 +21,14 @@ from pathlib import Path
 
 import yaml
 
+from . import options
 from .binning import check_bins
-from .io import atomic_path, check_output, open_spectra
+from .io import open_spectra
+from .outputs import atomic_path, check_output
 
-# Allowed keys per section, with a check for each value.
-_NUM = (int, float)
-SCHEMA: dict[str, dict[str, object]] = {
-    "name": str,
-    "output": str,
-    "model": {
-        "type": ("Ridge",),
-        "alpha": (*_NUM, dict, str),
-        "alpha_grid": list,
-        "cv_folds": int,
-    },
-    "data": {
-        "train_size": int,
-        "test_size": int,
-        "feature_dim": int,
-        "noise_level": _NUM,
-        "seed": int,
-        "test_seed": int,
-        "chunk_size": int,
-        "codec": ("none", "zstd", "lz4"),
-        "train_store": str,
-        "test_store": str,
-    },
-    "routing": {"type": ("oracle", "observed")},
-    "bins": {"edges": list, "names": list},
-    "fit": {
-        "target": (str, list),
-        "precision": ("float32", "float64"),
-        "standardize": bool,
-        "min_spectra": int,
-        "max_bad_fraction": _NUM,
-        "partitions": int,
-        "strict": bool,
-    },
-    "evaluate": {
-        "bootstrap": int,
-        "seed": int,
-        "routings": (str, list),
-        "gate_threshold": _NUM,
-    },
-    "cluster": {
-        "kind": str,
-        "workers": int,
-        "threads_per_worker": int,
-        "memory_limit": (str, int),
-        "jobs": int,
-        "jobqueue_config": str,
-        "cores": int,
-        "memory": str,
-        "walltime": str,
-        "queue": str,
-        "account": str,
-        "processes": int,
-        "log_directory": str,
-    },
-}
+# Keys that are the experiment's own (not settings of the option table).
+_OWN = {"name": str, "output": str}
+_SECTION_EXTRA = {"model": {"type": ("Ridge",)}}
 _REQUIRED = {"data": ("train_size", "test_size", "train_store", "test_store")}
 
 
@@ -87,58 +36,68 @@ class ConfigError(ValueError):
     """An experiment YAML has an unknown key or a bad value."""
 
 
-def _check_value(where: str, value, rule) -> None:
-    if isinstance(rule, tuple) and all(isinstance(r, str) for r in rule):
+def schema() -> dict[str, dict]:
+    """Allowed keys per section: each maps to its :class:`~snr_moe_dask.options.Option`
+    (or, for ``model.type``, the allowed values). Built from the option table."""
+    out: dict[str, dict] = {k: dict(v) for k, v in options.yaml_sections().items()}
+    for section, keys in _SECTION_EXTRA.items():
+        out.setdefault(section, {}).update(keys)
+    return out
+
+
+def _check_value(where: str, value, rule):
+    """Check one value (an Option, or a tuple of allowed values); return it converted."""
+    if isinstance(rule, tuple):
         if value not in rule:
             raise ConfigError(f"{where}: {value!r} is not allowed; expected one of {list(rule)}")
-        return
-    types = rule if isinstance(rule, tuple) else (rule,)
-    if isinstance(value, bool) and bool not in types:
-        raise ConfigError(f"{where}: expected {_type_names(types)}, got {value!r}")
-    if not isinstance(value, types):
-        raise ConfigError(f"{where}: expected {_type_names(types)}, got {value!r}")
-
-
-def _type_names(types) -> str:
-    return " or ".join(t.__name__ for t in types)
+        return value
+    types = getattr(rule.check, "yaml_types", None)
+    if types and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+        names = " or ".join(t.__name__ for t in types)
+        raise ConfigError(f"{where}: expected {names}, got {value!r}")
+    try:
+        return rule.check(value)
+    except options.Invalid as exc:
+        if exc.choices:
+            raise ConfigError(
+                f"{where}: {value!r} is not allowed; expected one of {list(exc.choices)}"
+            ) from None
+        raise ConfigError(f"{where}: must be {exc.expected}; got {value!r}") from None
 
 
 def validate_experiment(raw: dict, source: str) -> dict:
-    """Check an experiment mapping against :data:`SCHEMA` and fill defaults."""
+    """Check an experiment mapping against :func:`schema` and fill defaults.
+
+    Every value is checked here, before any store is generated or fitted;
+    errors name the file and the key's path.
+    """
+    rules = schema()
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a YAML mapping at the top level")
+    exp: dict = {section: {} for section in rules}
     for key, value in raw.items():
-        if key not in SCHEMA:
-            raise ConfigError(f"{source}: unknown key {key!r}; allowed: {sorted(SCHEMA)}")
-        rule = SCHEMA[key]
-        if isinstance(rule, dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
-            for sub, v in value.items():
-                if sub not in rule:
-                    raise ConfigError(
-                        f"{source}: unknown key '{key}.{sub}'; allowed: {sorted(rule)}"
-                    )
-                if v is not None:
-                    _check_value(f"{source}: {key}.{sub}", v, rule[sub])
-        else:
-            _check_value(f"{source}: {key}", value, rule)
+        if key in _OWN:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{source}: {key}: expected a non-empty str, got {value!r}")
+            continue
+        if key not in rules:
+            allowed = sorted([*rules, *_OWN])
+            raise ConfigError(f"{source}: unknown key {key!r}; allowed: {allowed}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
+        for sub, v in value.items():
+            if sub not in rules[key]:
+                raise ConfigError(
+                    f"{source}: unknown key '{key}.{sub}'; allowed: {sorted(rules[key])}"
+                )
+            if v is not None:
+                exp[key][sub] = _check_value(f"{source}: {key}.{sub}", v, rules[key][sub])
     for section, keys in _REQUIRED.items():
         for sub in keys:
-            if sub not in raw.get(section, {}):
+            if sub not in exp.get(section, {}):
                 raise ConfigError(f"{source}: missing required key '{section}.{sub}'")
-    exp = {k: dict(raw.get(k) or {}) for k in SCHEMA if isinstance(SCHEMA[k], dict)}
     exp["name"] = raw.get("name", Path(source).stem)
     exp["output"] = raw.get("output", f"results/{exp['name']}")
-    data = exp["data"]
-    for key in ("train_size", "test_size"):
-        if data[key] < 1:
-            raise ConfigError(f"{source}: data.{key}: must be >= 1, got {data[key]}")
-    alpha = exp["model"].get("alpha")
-    if isinstance(alpha, str) and alpha not in ("cv", "gcv"):
-        raise ConfigError(
-            f"{source}: model.alpha: expected a number, a mapping, 'cv' or 'gcv', got {alpha!r}"
-        )
     if "bins" in raw:
         try:
             check_bins(
@@ -146,13 +105,38 @@ def validate_experiment(raw: dict, source: str) -> dict:
             )
         except ValueError as exc:
             raise ConfigError(f"{source}: bins: {exc}") from exc
+    _check_routings(exp, source)
+    # The cluster section, as get_client's keywords (``kind`` is its ``cluster``).
+    exp["cluster"] = {options.BY_YAML[f"cluster.{k}"].name: v for k, v in exp["cluster"].items()}
     exp["source"] = source
     return exp
 
 
+def _check_routings(exp: dict, source: str) -> None:
+    """The evaluation's routings must be possible with the model the run fits."""
+    routings = exp["evaluate"].get("routings") or []
+    gated = [r for r in routings if r in ("learned", "soft")]
+    fit_routing = exp["routing"].get("type") or options.resolve("routing")
+    if gated and fit_routing != "oracle":
+        raise ConfigError(
+            f"{source}: evaluate.routings: {gated} need the gate, which is trained only "
+            f"with oracle routing, but routing.type is {fit_routing!r}; use routing.type: "
+            "oracle or drop them"
+        )
+
+
 def load_experiment(path: str | os.PathLike) -> dict:
     """Read and validate an experiment YAML."""
-    text = Path(path).read_text()
+    if not Path(path).is_file():
+        what = "is a directory" if Path(path).is_dir() else "does not exist"
+        raise ConfigError(
+            f"experiment config {str(path)!r} {what}; expected an experiment YAML file "
+            "such as configs/demo.yaml"
+        )
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read experiment config {str(path)!r}: {exc}") from exc
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -218,8 +202,9 @@ def run_experiment(
     from .evaluate import evaluate_into, prepare_evaluation
     from .model import SNRBinnedRidge
 
-    check_output(out, overwrite)
     data = exp["data"]
+    inputs = experiment_inputs(exp)
+    check_output(out, overwrite, kind="experiment", inputs=inputs)
     params = model_params(exp)
     model = SNRBinnedRidge(**params)
     model._resolved()  # bad settings fail before any store is generated
@@ -231,7 +216,7 @@ def run_experiment(
     )
     timings["generate"] = gen_train["seconds"] + gen_test["seconds"]
     model.open_training_store(data["train_store"])
-    with atomic_path(out, overwrite=overwrite) as tmp:
+    with atomic_path(out, overwrite=overwrite, kind="experiment", inputs=inputs) as tmp:
         tmp.mkdir(parents=True)
         t0 = time.perf_counter()
         model.fit(data["train_store"])
@@ -258,6 +243,12 @@ def run_experiment(
         )
         result = evaluate_into(model, ds, tmp, test_name=test_name, **eval_settings)
     return result
+
+
+def experiment_inputs(exp: dict) -> list[str]:
+    """What a run reads: its YAML and both stores (those it generates included: a
+    store kept inside the output folder would go when the folder is replaced)."""
+    return [exp.get("source"), exp["data"]["train_store"], exp["data"]["test_store"]]
 
 
 def _public(exp: dict) -> dict:

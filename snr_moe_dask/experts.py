@@ -14,7 +14,6 @@ import time
 import numpy as np
 
 from . import stats
-from .config import get_setting
 from .reduce import gather
 from .solve import solve_ridge
 
@@ -140,6 +139,7 @@ def solve_experts(acc: dict, settings: dict, cv_results: list | None = None) -> 
             for key in ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
         },
         "snr": gather(raw, "snr"),
+        "digest": gather(raw, "digest"),
         "route_snr": gather(raw, "route_snr") if "route_snr" in raw else gather(raw, "snr"),
         "seconds": time.perf_counter() - t0,
     }
@@ -161,5 +161,5 @@ def train_gate(acc: dict, settings: dict) -> dict:
         gather(acc, "target"),
         len(settings["names"]),
         feature_set=settings["gate"],
-        max_rows=int(get_setting("fit.gate.max-train-spectra")),
+        max_rows=int(settings["gate_max_train"]),
     )

@@ -17,14 +17,16 @@ import xarray as xr
 from . import mock
 from .cluster import run_graph
 from .config import get_setting
-from .io import SPECTRUM, WAVELENGTH, atomic_path, write_zarr
+from .io import SPECTRUM, WAVELENGTH, write_zarr
+from .outputs import MARKER_ATTR, atomic_path, marker
 
 _CODECS = ("none", "zstd", "lz4")
 
 
-def _compressors(codec: str):
+def _compressors(codec: str) -> tuple:
+    """The compression codecs; :func:`snr_moe_dask.io.write_zarr` adds the checksum."""
     if codec == "none":
-        return None
+        return ()
     from zarr.codecs import BloscCodec, ZstdCodec
 
     if codec == "zstd":
@@ -153,7 +155,8 @@ def generate_survey(
     encoding["wavelength"] = {"chunks": (ds.sizes[WAVELENGTH],)}
     ds.attrs["chunk_size"] = chunk
     ds.attrs["codec"] = codec
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    ds.attrs[MARKER_ATTR] = marker("spectra")
+    with atomic_path(path, overwrite=overwrite, kind="spectra") as tmp:
         store = write_zarr(ds, tmp, encoding=encoding, compute=False)
         run_graph(store, label=f"generate: {n:,} spectra -> {path}")
     return Path(path)

@@ -15,19 +15,11 @@ The store schema
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import functools
 import hashlib
 import json
 import os
-import shutil
-import sys
-import threading
-import uuid
 import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
 import dask.array as da
@@ -35,6 +27,7 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
+from .outputs import quiet_consolidation
 from .rows import StoreError, read_error
 
 SPECTRUM = "spectrum"
@@ -212,126 +205,125 @@ def _validate_wavelength(ds: xr.Dataset, name: str) -> None:
 
 
 def store_fingerprint(path: str | os.PathLike) -> str:
-    """Return a short hash of a store's metadata and the names and sizes of its chunks.
+    """Return a short hash of a store's metadata, the names and sizes of its chunk
+    files, and the stored CRC32C of each checksummed chunk.
 
-    It changes when data are rewritten, appended or re-chunked, without
-    reading any chunk.
+    It changes when data are rewritten, appended or re-chunked. For a store
+    whose chunks all carry checksums (every store the tool writes, see
+    :func:`is_checksummed`) it changes whenever any chunk's bytes change, at
+    the cost of reading 4 bytes per chunk. For other stores a fit also
+    records each chunk's content (see :func:`snr_moe_dask.rows.digest`).
     """
     root = Path(path)
     digest = hashlib.sha256()
+    checked = _checksummed_arrays(root)
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = file.relative_to(root).as_posix()
         digest.update(rel.encode())
-        if file.name in ("zarr.json", ".zattrs", ".zarray", ".zgroup", ".zmetadata"):
+        if file.name in _METADATA_FILES:
             digest.update(file.read_bytes())
-        else:
-            digest.update(str(file.stat().st_size).encode())
+            continue
+        size = file.stat().st_size
+        digest.update(str(size).encode())
+        if size >= 4 and _array_of(rel, checked):
+            with open(file, "rb") as fh:
+                fh.seek(size - 4)
+                digest.update(fh.read(4))
     return digest.hexdigest()[:16]
 
 
-def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to replace an existing output unless ``overwrite`` is set."""
-    out = Path(path)
-    if out.exists() and not overwrite:
-        raise FileExistsError(
-            f"output {str(out)!r} already exists; pass --overwrite (overwrite=True) "
-            "to replace it, or choose another path"
-        )
+_METADATA_FILES = ("zarr.json", ".zattrs", ".zarray", ".zgroup", ".zmetadata")
+
+
+def _checksummed_arrays(root: Path) -> dict[str, bool]:
+    """Each array's folder (relative, with a trailing slash) and whether its chunks
+    end with a CRC32C checksum (the ``crc32c`` codec last in a Zarr v3 chain)."""
+    out = {}
+    for meta in root.rglob("zarr.json"):
+        try:
+            doc = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        if doc.get("node_type") != "array":
+            continue
+        codecs = doc.get("codecs") or []
+        rel = meta.parent.relative_to(root).as_posix()
+        out[f"{rel}/" if rel != "." else ""] = bool(codecs) and codecs[-1].get("name") == "crc32c"
     return out
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; on success, rename it into place.
-
-    On error the temporary is removed and any previous output is untouched.
-    A previous output is swapped with the new one in one step where the file
-    system can (Linux ``renameat2(RENAME_EXCHANGE)``), so a crash at any moment
-    leaves the old output or the new one under the name. Elsewhere the old one
-    is moved aside first and removed once the new one is in place: a crash
-    between the two renames leaves it as the hidden sibling ``.NAME.old-*``.
-    A run killed before the swap leaves its temporary ``.NAME.tmp-*`` behind.
-    """
-    final = check_output(path, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-    if final.exists() and _exchange(tmp, final):
-        _remove(tmp)  # now the previous output
-        return
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        _remove(old)
+def _array_of(rel: str, arrays: dict[str, bool]) -> bool:
+    """Whether the chunk file ``rel`` belongs to a checksummed array."""
+    best = max((a for a in arrays if rel.startswith(a)), key=len, default=None)
+    return bool(best is not None and arrays[best])
 
 
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
+def content_hash(digests: np.ndarray) -> str:
+    """A short hash of per-chunk digests, in chunk order (a store's content)."""
+    return hashlib.sha256(np.ascontiguousarray(digests, dtype=np.uint32).tobytes()).hexdigest()[:16]
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two existing paths atomically; False where the platform or file system
-    cannot (then nothing has changed)."""
-    renameat2 = _renameat2()
-    if renameat2 is None:
-        return False
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
-        return False  # e.g. NFS or a kernel without it; os.replace reports real errors
-    raise OSError(err, os.strerror(err), str(a), None, str(b))
+def chunk_digests(path: str, row_chunks, targets, *, with_snr: bool, with_mask: bool) -> list:
+    """Per chunk, the digests of what a fit with these settings reads (one read of the
+    store on the cluster; nothing else is computed)."""
+    import dask
+
+    from .cluster import run_graph
+    from .rows import StoreRows, read_digest
+
+    tasks = [
+        dask.delayed(read_digest, pure=False)(
+            StoreRows(path, a, b, tuple(targets), with_snr, with_mask)
+        )
+        for a, b in row_chunks
+    ]
+    return list(run_graph(*tasks, label=f"checking the content of {path}")) if tasks else []
 
 
-@functools.cache
-def _renameat2():
-    if not sys.platform.startswith("linux"):
-        return None
-    func = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
-    if func is not None:
-        path, fd = ctypes.c_char_p, ctypes.c_int
-        func.argtypes = [fd, path, fd, path, ctypes.c_uint]
-        func.restype = ctypes.c_int
-    return func
+def is_checksummed(path: str | os.PathLike) -> bool:
+    """Whether every array of the store checksums its chunks, so that
+    :func:`store_fingerprint` sees their content."""
+    arrays = _checksummed_arrays(Path(path))
+    return bool(arrays) and all(arrays.values())
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
+def checksummed(compressors=None) -> tuple:
+    """The bytes-to-bytes codecs of a store the tool writes: ``compressors`` (none by
+    default), then a CRC32C checksum of each chunk, which every read verifies."""
+    from zarr.codecs import Crc32cCodec
+
+    return (*(compressors or ()), Crc32cCodec())
 
 
-@contextmanager
-def quiet_consolidation() -> Iterator[None]:
-    """Silence zarr's note that consolidated metadata is an extension of Zarr format 3.
-
-    Every store the tool writes carries consolidated metadata, which xarray and
-    zarr-python read, so that ``xarray.open_zarr`` opens it in one read and
-    without a warning.
-    """
-    # catch_warnings swaps process-wide state: one thread at a time (the threaded
-    # scheduler writes checkpoints from several).
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part")
-        yield
-
-
-_WARNINGS_LOCK = threading.RLock()
-
-
-def write_zarr(ds: xr.Dataset, path: str | os.PathLike, **kwargs):
+def write_zarr(ds: xr.Dataset, path: str | os.PathLike, *, encoding=None, **kwargs):
     """``ds.to_zarr`` as the tool writes every store: Zarr format 3, a new store,
-    consolidated metadata. Returns what ``to_zarr`` returns."""
+    consolidated metadata, every chunk written (a missing one is then an
+    error, never a fill value) and checksummed. Returns what ``to_zarr``
+    returns.
+
+    ``encoding`` as for ``to_zarr``; a variable's ``compressors`` get the
+    checksum appended, and variables it does not name are compressed with
+    zstd (xarray's default) and checksummed.
+    """
+    from zarr.codecs import ZstdCodec
+
+    encoding = {k: dict(v) for k, v in (encoding or {}).items()}
+    for name, var in ds.variables.items():
+        if var.dtype.kind not in "biufc":  # strings keep their own codecs
+            continue
+        enc = encoding.setdefault(str(name), {})
+        given = enc.get("compressors", (ZstdCodec(level=1),))
+        enc["compressors"] = checksummed(given)
     with quiet_consolidation():
-        return ds.to_zarr(path, mode="w", zarr_format=3, consolidated=True, **kwargs)
+        return ds.to_zarr(
+            path,
+            mode="w",
+            zarr_format=3,
+            consolidated=True,
+            write_empty_chunks=True,
+            encoding=encoding,
+            **kwargs,
+        )
 
 
 def open_zarr_quietly(path: str | os.PathLike, **kwargs) -> xr.Dataset:
@@ -340,28 +332,6 @@ def open_zarr_quietly(path: str | os.PathLike, **kwargs) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
         return xr.open_zarr(path, **kwargs)
-
-
-def write_json(path: str | os.PathLike, payload: dict) -> None:
-    """Write JSON atomically (NaN written as null)."""
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def store_row_chunks(ds: xr.Dataset) -> list[tuple[int, int]]:

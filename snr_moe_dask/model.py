@@ -25,7 +25,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from . import stats
+from . import options
 from .binning import bin_ranges, check_bins
 from .cluster import run_graph
 from .config import get_setting
@@ -34,14 +34,18 @@ from .io import (
     EXPERT,
     TARGET,
     WAVELENGTH,
-    atomic_path,
+    content_hash,
+    is_checksummed,
     open_spectra,
     open_zarr_quietly,
     store_fingerprint,
     store_row_chunks,
     write_zarr,
 )
+from .options import resolve
+from .outputs import MARKER_ATTR, atomic_path, marker
 from .reduce import ReduceSpec, array_chunks, build_fit_graph, store_chunks
+from .rows import StoreError
 
 MODEL_FORMAT_VERSION = 1
 ROUTINGS = ("oracle", "observed")
@@ -210,37 +214,22 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------ settings
 
     def _resolved(self) -> dict:
-        edges, names = check_bins(
-            get_setting("bins.edges", self.bins), get_setting("bins.names", self.bin_names)
-        )
-        target = get_setting("fit.target", self.target)
-        targets = [target] if isinstance(target, str) else list(target)
-        routing = get_setting("fit.routing", self.routing)
-        precision = get_setting("fit.precision", self.precision)
-        if routing not in ROUTINGS:
-            raise ValueError(f"routing must be one of {ROUTINGS}; got routing={routing!r}")
-        if precision not in stats.PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {stats.PRECISIONS}; got precision={precision!r}"
-            )
-        max_bad = float(get_setting("fit.max-bad-fraction", self.max_bad_fraction))
-        if not 0 <= max_bad <= 1:
-            raise ValueError(f"max_bad_fraction must be in [0, 1]; got {max_bad}")
+        """Every setting of the fit, from the parameters or ``dask.config``, checked
+        (see :mod:`snr_moe_dask.options`) before anything is read."""
+        edges, names = check_bins(resolve("bins", self.bins), resolve("bin_names", self.bin_names))
+        targets = resolve("target", self.target)
+        routing = resolve("routing", self.routing)
+        precision = resolve("precision", self.precision)
+        max_bad = resolve("max_bad_fraction", self.max_bad_fraction)
         alphas, cv = self._alphas(names)
-        gate = get_setting("fit.gate.enabled", self.gate)
+        gate = resolve("gate", self.gate)
         if gate and routing != "oracle" and self.gate:
             raise ValueError(
                 "gate=True needs oracle routing: the gate learns each spectrum's true SNR bin"
             )
         gate = gate and routing == "oracle"
         if gate:
-            from .quality import FEATURE_SETS
-
-            gate = self.gate if isinstance(self.gate, str) else get_setting("fit.gate.features")
-            if gate not in FEATURE_SETS:
-                raise ValueError(
-                    f"gate feature set must be one of {list(FEATURE_SETS)}; got {gate!r}"
-                )
+            gate = self.gate if isinstance(self.gate, str) else resolve("gate_features")
         return {
             "gate": gate or "",
             "cv": cv,
@@ -249,10 +238,15 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             "targets": targets,
             "routing": routing,
             "precision": precision,
-            "standardize": bool(get_setting("fit.standardize", self.standardize)),
-            "min_spectra": int(get_setting("fit.min-spectra", self.min_spectra)),
+            "standardize": bool(resolve("standardize", self.standardize)),
+            "min_spectra": resolve("min_spectra", self.min_spectra),
             "max_bad_fraction": max_bad,
             "alphas": alphas,
+            "strict": bool(resolve("strict", self.strict)),
+            "partitions": resolve("partitions", self.partitions),
+            "buffer_mb": resolve("buffer_mb"),
+            "gate_max_train": resolve("gate_max_train"),
+            "checkpoint_every": resolve("checkpoint_every"),
         }
 
     def open_training_store(self, path: str | os.PathLike) -> xr.Dataset:
@@ -269,12 +263,10 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         alpha = get_setting("fit.alpha", self.alpha)
         experts = [GLOBAL, *names]
         cv = None
+        if isinstance(alpha, str) and alpha.strip() not in options.ALPHA_METHODS:
+            raise ValueError(f'alpha must be a number, a dict or "cv" (or "gcv"); got {alpha!r}')
         if isinstance(alpha, str):
-            if alpha not in ("cv", "gcv"):
-                raise ValueError(
-                    f'alpha must be a number, a dict or "cv" (or "gcv"); got {alpha!r}'
-                )
-            cv = self._cv_settings(alpha)
+            cv = self._cv_settings(alpha.strip())
             alpha = cv["alpha_fixed"]
         if isinstance(alpha, dict):
             unknown = set(alpha) - set(experts)
@@ -284,32 +276,26 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
                     f"expected keys among {experts}"
                 )
             default = float(get_setting("fit.alpha"))
-            values = [float(alpha.get(e, default)) for e in experts]
+            values = [alpha.get(e, default) for e in experts]
         else:
-            values = [float(alpha)] * len(experts)
-        if not all(v >= 0 for v in values):
-            raise ValueError(f"alpha must be >= 0; got {values}")
+            values = [alpha] * len(experts)
+        try:
+            values = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise ValueError(f"alpha must be >= 0 and finite; got {alpha!r}") from None
+        if not all(np.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(f"alpha must be >= 0 and finite; got {values}")
         return np.array(values), cv
 
     def _cv_settings(self, method: str = "cv") -> dict:
-        from .cv import alpha_grid
-
-        folds = 1 if method == "gcv" else int(get_setting("fit.cv.folds", self.cv))
-        if method == "cv" and folds < 2:
-            raise ValueError(f"cross-validation needs at least 2 folds; got cv={folds}")
-        grid = self.alphas
-        if grid is None:
-            start, stop, num = get_setting("fit.cv.grid")
-            grid = alpha_grid(float(start), float(stop), int(num))
-        grid = np.asarray(grid, dtype=np.float64).ravel()
-        if grid.size == 0 or not np.all(np.isfinite(grid)) or not np.all(grid > 0):
-            raise ValueError(f"the alpha grid must hold positive finite values; got {grid}")
+        folds = 1 if method == "gcv" else resolve("cv", self.cv)
+        grid = np.asarray(resolve("alphas", self.alphas), dtype=np.float64).ravel()
         return {
             "method": "gcv" if method == "gcv" else "kfold",
             "folds": folds,
-            "seed": int(get_setting("fit.cv.seed", self.cv_seed)),
+            "seed": resolve("cv_seed", self.cv_seed),
             "alphas": grid,
-            "alpha_fixed": float(get_setting("fit.cv.compare-alpha")),
+            "alpha_fixed": resolve("compare_alpha"),
         }
 
     # ------------------------------------------------------------------ fit
@@ -364,24 +350,24 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             routing=settings["routing"],
             max_bad_fraction=settings["max_bad_fraction"],
             precision=settings["precision"],
-            strict=bool(get_setting("fit.strict", self.strict)),
+            strict=settings["strict"],
             n_folds=settings["cv"]["folds"] if settings["cv"] else 1,
             cv_seed=settings["cv"]["seed"] if settings["cv"] else 0,
             gate=settings["gate"],
-            buffer_mb=float(get_setting("fit.buffer-mb")),
+            buffer_mb=float(settings["buffer_mb"]),
         )
         if isinstance(X, str | os.PathLike):
             source = str(X)
             ds = self.open_training_store(source)
-            chunks = store_chunks(
-                source,
-                store_row_chunks(ds),
-                settings["targets"],
-                with_snr=settings["routing"] == "oracle",
-                with_mask="mask" in ds,
-            )
+            reads = {
+                "targets": list(settings["targets"]),
+                "with_snr": settings["routing"] == "oracle",
+                "with_mask": "mask" in ds,
+            }
+            chunks = store_chunks(source, store_row_chunks(ds), **reads)
             n_pixels, wavelength = ds.sizes[WAVELENGTH], ds[WAVELENGTH].values
         else:
+            reads = {}
             if isinstance(X, xr.Dataset):
                 arrays = _arrays_from_dataset(X, settings)
                 source = X.encoding.get("source", "")
@@ -393,7 +379,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
                 arrays["flux"], arrays["error"], arrays["y"], arrays.get("snr"), arrays.get("mask")
             )
             n_pixels, wavelength = arrays["flux"].shape[1], arrays.get("wavelength")
-        partitions = int(self.partitions or get_setting("fit.partitions") or _default_partitions())
+        partitions = int(settings["partitions"] or _default_partitions())
         ckpt = None
         if checkpoint is not None:
             ckpt = self._prepare_checkpoint(
@@ -431,6 +417,10 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         self.targets_ = settings["targets"]
         self.train_store_ = str(source)
         self.train_fingerprint_ = store_fingerprint(source) if source else ""
+        # What the pass read, as per-chunk digests: the store's content, for the
+        # evaluation's check that a test store is not the training store.
+        self.train_content_ = content_hash(solved["digest"]) if len(solved["digest"]) else ""
+        self.train_reads_ = reads
         self.timings_ = {
             "pass": elapsed - solved["seconds"],
             "solve": solved["seconds"],
@@ -449,8 +439,11 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             )
         meta = self._checkpoint_meta(source, chunks, spec, settings, partitions)
         done = ckpt.prepare(directory, meta, resume=resume, overwrite=overwrite)
-        every = int(get_setting("fit.checkpoint-every"))
-        return {"directory": str(directory), "every": max(1, every), "done": done}
+        if done and not is_checksummed(source):
+            # The fingerprint sees only metadata and sizes of unchecksummed chunks:
+            # read the restored chunks again and compare what they hold.
+            ckpt.verify_restored(directory, source, chunks, partitions, done)
+        return {"directory": str(directory), "every": settings["checkpoint_every"], "done": done}
 
     @staticmethod
     def _checkpoint_meta(source, chunks, spec, settings, partitions) -> dict:
@@ -587,6 +580,8 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             excluded=json.dumps(self.excluded_),
             train_store=self.train_store_,
             train_fingerprint=self.train_fingerprint_,
+            train_content=getattr(self, "train_content_", ""),
+            train_reads=json.dumps(getattr(self, "train_reads_", {})),
             timings=json.dumps(self.timings_),
         )
         gate = getattr(self, "gate_", None)
@@ -630,8 +625,14 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         return ds
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the model to a Zarr store atomically (temporary path, then rename)."""
+        """Write the model to a Zarr store atomically (temporary path, then rename).
+
+        ``overwrite`` replaces only a model store this tool wrote, and never the
+        training store.
+        """
+        check_is_fitted(self)
         ds = self.to_dataset()
+        ds.attrs[MARKER_ATTR] = marker("model")
         # The histogram of the SNR that routed the training spectra, for the report
         # (a loaded model keeps the histogram, not the SNRs).
         if hasattr(self, "route_snr_"):
@@ -642,7 +643,9 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             hist_edges, counts = self.train_snr_hist_
         ds["train_snr_hist"] = (("snr_hist_bin",), counts.astype(np.int64))
         ds["train_snr_edges"] = (("snr_hist_edge",), hist_edges)
-        with atomic_path(path, overwrite=overwrite) as tmp:
+        with atomic_path(
+            path, overwrite=overwrite, kind="model", inputs=[self.train_store_]
+        ) as tmp:
             write_zarr(ds, tmp)
         return Path(path)
 
@@ -685,16 +688,25 @@ def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
     name = str(path)
     if not Path(name).exists():
         raise FileNotFoundError(f"model store {name!r} does not exist; fit one with `snr-moe fit`")
+    import zarr
+
+    from .rows import check_complete
+
     try:
+        check_complete(name, zarr.open_group(name, mode="r"))
         ds = open_zarr_quietly(name).load()
-    except Exception as exc:  # any zarr failure: name the store
-        raise ValueError(f"cannot read model store {name!r}: {type(exc).__name__}: {exc}") from exc
+    except StoreError as exc:
+        raise StoreError(f"model {exc}") from None
+    except Exception as exc:  # any zarr failure (a chunk failing its checksum...): name the store
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ValueError(f"cannot read model store {name!r}: {detail}") from exc
     version = ds.attrs.get("format_version")
     if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
         raise ValueError(
             f"model store {name!r} has format_version {version!r}, but this snr_moe_dask "
             f"reads versions up to {MODEL_FORMAT_VERSION}; upgrade snr_moe_dask to read it"
         )
+    _check_model_store(ds, name)
     a = ds.attrs
     model = SNRBinnedRidge(
         alpha={e: float(v) for e, v in zip(ds[EXPERT].values.tolist(), ds["alpha"].values)},
@@ -728,6 +740,8 @@ def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
     model.wavelength_ = ds[WAVELENGTH].values
     model.train_store_ = a.get("train_store", "")
     model.train_fingerprint_ = a.get("train_fingerprint", "")
+    model.train_content_ = a.get("train_content", "")
+    model.train_reads_ = json.loads(a.get("train_reads", "{}"))
     model.timings_ = json.loads(a.get("timings", "{}"))
     model.train_snr_hist_ = (ds["train_snr_edges"].values, ds["train_snr_hist"].values)
     model.gate_ = None
@@ -759,6 +773,48 @@ def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
         }
     model.path_ = name
     return model
+
+
+_MODEL_VARS = (
+    "coef",
+    "intercept",
+    "mean_x",
+    "n_train",
+    "alpha",
+    "train_snr_hist",
+    "train_snr_edges",
+)
+_MODEL_ATTRS = (
+    "bin_edges",
+    "bin_names",
+    "routing",
+    "precision",
+    "standardize",
+    "min_spectra",
+    "max_bad_fraction",
+    "fallback",
+    "solver",
+    "excluded",
+)
+_GATE_VARS = ("gate_mean", "gate_scale", "gate_intercept", "gate_leak_coef")
+_CV_VARS = ("cv_mean", "cv_se", "cv_n_valid", "coef_fixed", "intercept_fixed")
+
+
+def _check_model_store(ds: xr.Dataset, name: str) -> None:
+    """Name what a damaged or incomplete model store lacks, instead of a KeyError."""
+    missing = [v for v in _MODEL_VARS if v not in ds.variables]
+    missing += [v for v in _GATE_VARS if "gate_coef" in ds and v not in ds]
+    missing += [v for v in _CV_VARS if "cv_mse" in ds and v not in ds]
+    if "gate_coef" in ds and "gate" not in ds.attrs:
+        missing.append("attribute 'gate'")
+    missing += [f"attribute {a!r}" for a in _MODEL_ATTRS if a not in ds.attrs]
+    if EXPERT not in ds.coords or TARGET not in ds.coords or WAVELENGTH not in ds.coords:
+        missing.append("coordinates 'expert', 'target' and 'wavelength'")
+    if missing:
+        raise StoreError(
+            f"model store {name!r} is damaged or incomplete: it lacks {', '.join(missing)}; "
+            "fit the model again (`snr-moe fit`) or restore the store from a copy"
+        )
 
 
 # ---------------------------------------------------------------------- inputs

@@ -102,6 +102,12 @@ def format_snr_range(low: float | None, high: float | None, *, compact: bool = F
     return text.replace(" ", "") if compact else text
 
 
+def sample_name(metrics: Mapping[str, Any], *, spectra: bool = False) -> str:
+    """What the evaluation scored: the test set, or (when allowed) the training set."""
+    word = "training" if metrics.get("test_is_training_set") else "test"
+    return f"{word} spectra" if spectra else f"{word} set"
+
+
 def is_missing(value: Any) -> bool:
     """Return True for ``None`` and NaN, the two ways JSON can carry "no value"."""
     if value is None:
@@ -232,7 +238,7 @@ def plot_r2_overall(
     bottom = min([h for h in heights] + [0.0])
     # Headroom for the value labels and the ΔR² box above the bars.
     ax.set_ylim(bottom * 1.15, top * 1.3 if top > 0 else 1.0)
-    ax.set_ylabel("R² on test set")
+    ax.set_ylabel(f"R² on {sample_name(metrics)}")
     ax.set_title(f"{label_target(metrics.get('target'))}: global vs mixture of experts")
     ax.text(
         0.5,
@@ -325,7 +331,7 @@ def plot_r2_bins(
             )
 
     ax.set_xticks(x, [_label_bin(b) for b in bins])
-    ax.set_ylabel("R² on test spectra of the bin")
+    ax.set_ylabel(f"R² on {sample_name(metrics, spectra=True)} of the bin")
     ax.set_xlabel("SNR bin")
     ax.set_title(
         f"{label_target(metrics.get('target'))}: R² per SNR bin (error bar: 95% CI of ΔR²)"
@@ -434,7 +440,9 @@ def plot_pred_vs_true(
             )
     axes[0].set_ylabel(f"predicted {label}")
     fig.colorbar(mesh, ax=list(axes), label="mean SNR", shrink=0.9, extend=_extend_of(norm, means))
-    fig.suptitle(f"Predicted vs true {label} on the test set (cells colored by mean SNR)")
+    fig.suptitle(
+        f"Predicted vs true {label} on the {sample_name(metrics)} (cells colored by mean SNR)"
+    )
     return save_figure(fig, path)
 
 

@@ -95,7 +95,7 @@ def fold_arrays(
 def fold_rows(acc, index: int, rows: StoreRows, spec: ReduceSpec, last=True):
     """Read a chunk from its store and fold it into ``acc`` (graph task)."""
     d = rows.read()
-    return fold_arrays(
+    acc = fold_arrays(
         acc,
         index,
         d["flux"],
@@ -107,9 +107,11 @@ def fold_rows(acc, index: int, rows: StoreRows, spec: ReduceSpec, last=True):
         spec,
         last,
     )
+    acc.setdefault("digest", {})[index] = d["digest"]  # what was read, for resume and evaluate
+    return acc
 
 
-_PER_CHUNK = ("snr", "route_snr", "features", "target")
+_PER_CHUNK = ("snr", "route_snr", "features", "target", "digest")
 
 
 def merge_partials(a: dict, b: dict) -> dict:

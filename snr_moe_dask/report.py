@@ -609,7 +609,29 @@ def render_report(
         "## Figures",
         render_figures(metrics, figures, out_dir),
     ]
-    return "\n\n".join(sections) + "\n"
+    text = "\n\n".join(sections) + "\n"
+    return on_training_set(text) if metrics.get("test_is_training_set") else text
+
+
+TRAINING_SET_NOTE = (
+    "> **Training set, not held-out.** This evaluation ran on the model's own training "
+    "store (`--allow-training-store`): every number below measures the fit on spectra it "
+    "was trained on, not its accuracy on new ones."
+)
+_HELD_OUT_WORDS = (
+    ("held-out test spectra", "training-set spectra (not held out)"),
+    ("test spectra", "training-set spectra"),
+    ("test set", "training set"),
+)
+
+
+def on_training_set(text: str) -> str:
+    """The report of an evaluation on the training store: a note under the title,
+    and "training set" wherever it would say held-out test spectra."""
+    for old, new in _HELD_OUT_WORDS:
+        text = text.replace(old, new)
+    title, _, rest = text.partition("\n\n")
+    return f"{title}\n\n{TRAINING_SET_NOTE}\n\n{rest}"
 
 
 def write_report(

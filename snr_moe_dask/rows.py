@@ -42,15 +42,79 @@ def _chunk_keys(store: str, var: str, key: tuple) -> list[str]:
     """The keys of the stored chunks that ``key`` (a tuple of slices) touches, e.g.
     ``['flux/c/1/0']``; empty if they cannot be worked out."""
     try:
-        arr = _open_group(store)[var]
-        ranges = []
-        for i, (size, chunk) in enumerate(zip(arr.shape, arr.chunks)):
-            s = key[i] if i < len(key) else slice(None)
-            lo, hi, _ = s.indices(size)
-            ranges.append(range(lo // chunk, max(hi - 1, lo) // chunk + 1))
-        return [f"{var}/{arr.metadata.encode_chunk_key(idx)}" for idx in itertools.product(*ranges)]
+        return [f"{var}/{k}" for k in chunk_keys(_open_group(store)[var], key)]
     except Exception:  # only decoration for an error message already being raised
         return []
+
+
+def _storage_grid(arr) -> tuple[int, ...]:
+    """The shape of the stored objects (chunks, or shards of a sharded array)."""
+    meta = arr.metadata
+    if meta.zarr_format == 3:
+        return tuple(meta.chunk_grid.chunk_shape)
+    return tuple(meta.chunks)
+
+
+def chunk_keys(arr, key: tuple = ()) -> list[str]:
+    """The storage keys (relative to the array) of the chunks ``key`` touches (a tuple
+    of slices; all of them by default), e.g. ``['c/1/0']``."""
+    ranges = []
+    for i, (size, chunk) in enumerate(zip(arr.shape, _storage_grid(arr))):
+        s = key[i] if i < len(key) else slice(None)
+        lo, hi, _ = s.indices(size)
+        if hi <= lo:
+            return []
+        ranges.append(range(lo // chunk, (hi - 1) // chunk + 1))
+    return [arr.metadata.encode_chunk_key(idx) for idx in itertools.product(*ranges)]
+
+
+def missing_chunks(arr, key: tuple = ()) -> list[str]:
+    """The keys of the chunks that ``key`` touches but that the store does not hold.
+
+    Zarr reads a missing chunk as its fill value; the tool never does: a store
+    it writes holds every chunk (``write_empty_chunks``), so a missing one means
+    the store is incomplete.
+    """
+    from zarr.storage import LocalStore
+
+    keys = chunk_keys(arr, key)
+    if isinstance(arr.store, LocalStore):
+        root = os.path.join(str(arr.store.root), arr.path)
+        return [k for k in keys if not os.path.isfile(os.path.join(root, *k.split("/")))]
+    from zarr.core.sync import sync
+
+    prefix = f"{arr.path}/" if arr.path else ""
+    return [k for k in keys if not sync(arr.store.exists(prefix + k))]
+
+
+def missing_error(store: str, var: str, keys: list[str], where: str = "") -> StoreError:
+    """The error for chunks a store should hold and does not."""
+    listed = ", ".join(repr(f"{var}/{k}") for k in keys[:3]) + (", ..." if len(keys) > 3 else "")
+    return StoreError(
+        f"store {store!r} is incomplete: variable {var!r}{where} has no chunk "
+        f"{listed} ({len(keys)} missing), which zarr would read as fill values; restore "
+        "the store from a copy or write it again (a store written with "
+        "write_empty_chunks=False must be rewritten with write_empty_chunks=True)"
+    )
+
+
+def check_complete(store: str, group) -> None:
+    """Raise :class:`StoreError` unless every array of ``group`` holds all its chunks
+    (for the small stores read whole: models and checkpoints)."""
+    for _, arr in sorted(group.arrays()):
+        gone = missing_chunks(arr)
+        if gone:
+            raise missing_error(store, arr.path, gone)
+    for _, sub in group.groups():
+        check_complete(store, sub)
+
+
+def digest(values: np.ndarray) -> int:
+    """CRC32C of an array's bytes (C order, native byte order)."""
+    import google_crc32c
+
+    a = np.ascontiguousarray(values)
+    return int(google_crc32c.value(a.reshape(-1).view(np.uint8)))
 
 
 @dataclass(frozen=True)
@@ -70,7 +134,16 @@ class StoreRows:
     with_mask: bool
 
     def read(self) -> dict[str, np.ndarray]:
-        """Return ``flux``, ``error``, ``y`` (m, n_targets) and, if present, ``snr``, ``mask``."""
+        """Return ``flux``, ``error``, ``y`` (m, n_targets) and, if present, ``snr``,
+        ``mask``; and ``digest``, the CRC32C of each variable's rows (in the order
+        :meth:`variables` lists them), so a pass knows what it read.
+
+        Raises
+        ------
+        StoreError
+            Naming the store, the variable, the spectra and the chunk key, when a
+            chunk is missing, fails its checksum or cannot be decoded.
+        """
         try:
             group = _open_group(self.path)
         except Exception as exc:  # zarr raises many types; name the store
@@ -79,12 +152,28 @@ class StoreRows:
             ) from exc
         rows = slice(self.start, self.stop)
 
+        digests = []
+
         def read(var: str) -> np.ndarray:
             try:
                 arr = group[var]
+            except Exception as exc:  # name the store, variable and chunk, whatever zarr raised
+                raise read_error(self.path, var, rows, exc) from exc
+            gone = missing_chunks(arr, (rows,))
+            if gone:
+                raise missing_error(
+                    self.path, var, gone, f" (spectra {rows.start}-{rows.stop - 1})"
+                )
+            try:
                 direct = raw_chunk_file(arr, rows)
                 out = read_raw_chunk(arr, direct, rows) if direct else None
-                return arr[rows] if out is None else out
+                if out is None:
+                    out = arr[rows]
+                    digests.append(digest(out))
+                else:
+                    out, crc = out
+                    digests.append(crc)
+                return out
             except Exception as exc:  # name the store, variable and chunk, whatever zarr raised
                 raise read_error(self.path, var, rows, exc) from exc
 
@@ -99,7 +188,24 @@ class StoreRows:
             out["snr"] = read("snr")
         if self.with_mask:
             out["mask"] = read("mask")
+        out["digest"] = np.array(digests, dtype=np.uint32)
         return out
+
+    def variables(self) -> list[str]:
+        """The variables :meth:`read` reads, in order."""
+        return [
+            "flux",
+            "error",
+            *self.targets,
+            *(["snr"] if self.with_snr else []),
+            *(["mask"] if self.with_mask else []),
+        ]
+
+
+def read_digest(rows: StoreRows) -> np.ndarray:
+    """The CRC32C of each variable of one run of spectra (graph task; see
+    :meth:`StoreRows.read`)."""
+    return rows.read()["digest"]
 
 
 MAP_BYTES = 1 << 20  # read_raw_chunk maps chunk files from this size up
@@ -111,8 +217,9 @@ def raw_chunk_file(arr, rows: slice) -> str | None:
 
     A chunk qualifies when the array is Zarr v3 in a local directory, on a
     regular chunk grid with one chunk across the columns, stored with the
-    ``bytes`` codec alone (no compression) in this machine's byte order, and
-    ``rows`` are exactly the rows of one chunk. Such a chunk is the C-ordered
+    ``bytes`` codec alone (no compression), or followed by the ``crc32c``
+    checksum codec, in this machine's byte order, and ``rows`` are exactly the
+    rows of one chunk. Such a chunk is the C-ordered
     array itself, so it can be read straight into memory; zarr's
     asynchronous read of the same chunk costs 2-4x more (BENCHMARKS.md).
     """
@@ -125,8 +232,8 @@ def raw_chunk_file(arr, rows: slice) -> str | None:
         meta.zarr_format != 3
         or not isinstance(arr.store, LocalStore)
         or not isinstance(meta.chunk_grid, RegularChunkGrid)
-        or len(meta.codecs) != 1
         or not isinstance(meta.codecs[0], BytesCodec)
+        or not (len(meta.codecs) == 1 or (len(meta.codecs) == 2 and _has_crc(meta)))
         or arr.dtype.kind not in "fiub"
     ):
         return None
@@ -141,11 +248,21 @@ def raw_chunk_file(arr, rows: slice) -> str | None:
         return None
     key = meta.encode_chunk_key((start // chunks[0],) + (0,) * (len(shape) - 1))
     path = os.path.join(str(arr.store.root), arr.path, *key.split("/"))
-    return path if os.path.isfile(path) else None  # a missing chunk holds the fill value
+    return path if os.path.isfile(path) else None  # missing_chunks reports a missing one
 
 
-def read_raw_chunk(arr, path: str, rows: slice) -> np.ndarray | None:
-    """Read the rows of one uncompressed chunk file (see :func:`raw_chunk_file`).
+def _has_crc(meta) -> bool:
+    from zarr.codecs import Crc32cCodec
+
+    return isinstance(meta.codecs[-1], Crc32cCodec)
+
+
+def read_raw_chunk(arr, path: str, rows: slice) -> tuple[np.ndarray, int] | None:
+    """Read the rows of one uncompressed chunk file (see :func:`raw_chunk_file`),
+    and the CRC32C of the rows read (see :func:`digest`).
+
+    A chunk stored with a ``crc32c`` checksum is verified against it, as zarr
+    would: a chunk whose bytes changed fails with an error.
 
     A chunk of at least ``MAP_BYTES`` is mapped copy-on-write rather than
     copied: its pages are read (from the page cache, or from disk with the
@@ -156,26 +273,42 @@ def read_raw_chunk(arr, path: str, rows: slice) -> np.ndarray | None:
     Returns None when the file is not the size of a whole chunk, so that zarr
     reads it and reports what is wrong with it.
     """
+    import google_crc32c
+
     chunk_rows = arr.metadata.chunk_grid.chunk_shape[0]
     shape = (rows.stop - rows.start, *arr.shape[1:])
+    crc = _has_crc(arr.metadata)
     with open(path, "rb", buffering=0) as fh:
         size = os.fstat(fh.fileno()).st_size
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * arr.dtype.itemsize
-        if size != chunk_rows * row_bytes:
+        body = chunk_rows * row_bytes
+        if size != body + 4 * crc:
             return None
         if size >= MAP_BYTES:
             mapped = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY)
             mapped.madvise(mmap.MADV_WILLNEED)
-            count = shape[0] * row_bytes // arr.dtype.itemsize
-            return np.frombuffer(mapped, dtype=arr.dtype, count=count).reshape(shape)
-        out = np.empty(shape, dtype=arr.dtype)
-        view, done = memoryview(out).cast("B"), 0
-        while done < out.nbytes:
-            got = fh.readinto(view[done:])
-            if not got:
-                raise ValueError(f"chunk file ended after {done} of {out.nbytes} bytes")
-            done += got
-    return out
+            raw = np.frombuffer(mapped, dtype=np.uint8)
+        else:
+            raw = np.empty(size, dtype=np.uint8)
+            view, done = memoryview(raw), 0
+            while done < size:
+                got = fh.readinto(view[done:])
+                if not got:
+                    raise ValueError(f"chunk file ended after {done} of {size} bytes")
+                done += got
+    nbytes = shape[0] * row_bytes
+    if crc:
+        whole = int(google_crc32c.value(raw[:body]))
+        if np.uint32(whole).tobytes() != raw[body:].tobytes():
+            raise ValueError(
+                "stored and computed CRC32C checksums of the chunk differ (its bytes changed)"
+            )
+        # A partial last chunk is padded; its digest covers the rows read, like digest().
+        value = whole if nbytes == body else int(google_crc32c.value(raw[:nbytes]))
+    else:
+        value = int(google_crc32c.value(raw[:nbytes]))
+    out = raw[:nbytes].view(arr.dtype).reshape(shape)
+    return out, value
 
 
 @functools.lru_cache(maxsize=16)

@@ -264,7 +264,7 @@ class _Killed(BaseException):
 def test_replacing_an_output_always_leaves_one_under_its_name(death, monkeypatch, tmp_path):
     """Die at each file-system step of the final swap: the output's name holds
     the old output or the new one, complete, never nothing."""
-    from snr_moe_dask import io
+    from snr_moe_dask import outputs as io
 
     out = tmp_path / "out"
     out.mkdir()
@@ -294,7 +294,7 @@ def test_replacing_an_output_always_leaves_one_under_its_name(death, monkeypatch
 def test_replacing_an_output_without_an_atomic_swap(monkeypatch, tmp_path):
     """Where the file system cannot swap (e.g. NFS), the two-rename path replaces
     the output and cleans up after itself."""
-    from snr_moe_dask import io
+    from snr_moe_dask import outputs as io
 
     monkeypatch.setattr(io, "_exchange", lambda a, b: False)
     out = tmp_path / "out"
