@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from .outputs import MARKER_ATTR, atomic_path, marker, quiet_consolidation
+from .outputs import atomic_path, quiet_consolidation
 from .rows import check_complete
 
 META = "checkpoint.json"
@@ -50,7 +50,7 @@ def save_accumulator(acc: dict, path: str | os.PathLike, last_chunk: int) -> Non
     """Write an accumulator (statistics, counts and per-chunk records) atomically."""
     with atomic_path(path, overwrite=True, kind="checkpoint") as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        root.attrs.update({"last_chunk": int(last_chunk), MARKER_ATTR: marker("checkpoint")})
+        root.attrs["last_chunk"] = int(last_chunk)
         for key, value in acc.items():
             if isinstance(value, dict):
                 group = root.require_group(f"records/{key}")

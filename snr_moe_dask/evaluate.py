@@ -36,7 +36,7 @@ from .io import (
 )
 from .model import SNRBinnedRidge, load_model
 from .options import resolve
-from .outputs import MARKER_ATTR, atomic_path, check_output, marker, write_json
+from .outputs import atomic_path, check_output, write_json, write_manifest
 from .predict import evaluate_block
 from .reduce import pairwise_tree
 from .rows import StoreRows
@@ -215,9 +215,10 @@ def _create_predictions(path: Path, rows, variables: dict, **attrs) -> None:
             name: ((SPECTRUM,), da.empty(n, chunks=(tuple(rows),), dtype=dtype))
             for name, dtype in variables.items()
         },
-        attrs={**attrs, MARKER_ATTR: marker("predictions")},
+        attrs=attrs,
     )
     write_zarr(template, path, compute=False)
+    write_manifest(path, "predictions")
 
 
 def evaluate_model(
@@ -460,6 +461,14 @@ def evaluate_into(
     ]
     total = pairwise_tree(summaries, merge_summaries, f"merge-summary-{token}")
     (summary,) = run_graph(total, label="evaluate: predictions and metrics")
+    if not summary["sums"]["n"].sum():
+        excluded = dict(zip([*model.bin_names_, "no_snr"], summary["excluded"].tolist()))
+        raise ValueError(
+            f"no spectrum of test store {test_name!r} is usable for the metrics: all "
+            f"{int(sum(rows)):,} lack a finite {target!r} or have more than "
+            f"{model.max_bad_fraction_:g} bad pixels (excluded per bin: {excluded}); "
+            "nothing was written: evaluate a store with labels"
+        )
     result = summarize(model, summary, params, target=target, n_resamples=bootstrap, seed=seed)
     result.update(
         test_store=str(test_name),

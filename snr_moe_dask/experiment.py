@@ -207,7 +207,13 @@ def run_experiment(
     check_output(out, overwrite, kind="experiment", inputs=inputs)
     params = model_params(exp)
     model = SNRBinnedRidge(**params)
-    model._resolved()  # bad settings fail before any store is generated
+    settings = model._resolved()  # bad settings fail before any store is generated
+    gated = [r for r in exp["evaluate"].get("routings") or [] if r in ("learned", "soft")]
+    if gated and not settings["gate"]:
+        raise ConfigError(
+            f"{exp['source']}: evaluate.routings: {gated} need the gate, but this fit trains "
+            "none (snr-moe.fit.gate.enabled is false); enable it or drop them"
+        )
     seed = data.get("seed", 42)
     timings = {}
     gen_train = _ensure_store(data["train_store"], data["train_size"], seed, data, quiet)
@@ -239,6 +245,7 @@ def run_experiment(
             seed=evaluate.get("seed"),
             routing=evaluate.get("routings"),
             gate_threshold=evaluate.get("gate_threshold"),
+            error_scale=evaluate.get("error_scale"),
             extra={"timings": timings, "config": _public(exp), "experiment": exp["name"]},
         )
         result = evaluate_into(model, ds, tmp, test_name=test_name, **eval_settings)

@@ -122,6 +122,12 @@ def solve_experts(acc: dict, settings: dict, cv_results: list | None = None) -> 
             )
         mean_x[e] = src["mean_x"][k]
         solver[name] = info
+        if not (np.isfinite(coef[e]).all() and np.isfinite(intercept[e]).all()):
+            raise ValueError(
+                f"expert {name!r}: the solve gave non-finite coefficients (its statistics "
+                f"hold non-finite values: n={src['n'][k]:g}); nothing was saved: check the "
+                "store's flux and target values for inf, or refit with --precision float64"
+            )
     if cv:
         cv["coef_fixed"], cv["intercept_fixed"] = fixed
     return {

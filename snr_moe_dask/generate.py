@@ -18,7 +18,7 @@ from . import mock
 from .cluster import run_graph
 from .config import get_setting
 from .io import SPECTRUM, WAVELENGTH, write_zarr
-from .outputs import MARKER_ATTR, atomic_path, marker
+from .outputs import atomic_path
 
 _CODECS = ("none", "zstd", "lz4")
 
@@ -155,7 +155,6 @@ def generate_survey(
     encoding["wavelength"] = {"chunks": (ds.sizes[WAVELENGTH],)}
     ds.attrs["chunk_size"] = chunk
     ds.attrs["codec"] = codec
-    ds.attrs[MARKER_ATTR] = marker("spectra")
     with atomic_path(path, overwrite=overwrite, kind="spectra") as tmp:
         store = write_zarr(ds, tmp, encoding=encoding, compute=False)
         run_graph(store, label=f"generate: {n:,} spectra -> {path}")

@@ -142,6 +142,19 @@ def validate_spectra(ds: xr.Dataset, name: str, *, require: Iterable[str] = ()) 
                 f"expected {var!r} with dims {_expected_dims(var)} "
                 f"(variables present: {sorted(map(str, ds.data_vars))})"
             )
+    for var in require:
+        v = ds[var]
+        if v.dims != (SPECTRUM,) or v.dtype.kind not in "fiu":
+            raise StoreError(
+                f"variable {var!r} in store {name!r} has dims {v.dims} and dtype {v.dtype}; "
+                f"as a label or SNR it must be one number per spectrum, dims ('spectrum',) "
+                "and a numeric dtype: choose another variable"
+            )
+    if ds.sizes.get(SPECTRUM, 0) == 0 or ds.sizes.get(WAVELENGTH, 0) == 0:
+        raise StoreError(
+            f"store {name!r} holds no spectra ({dict(ds.sizes)}); expected at least one "
+            "spectrum with at least one pixel"
+        )
     same_dim_names = set(ds["flux"].dims) == set(ds["error"].dims)
     if ds["flux"].shape != ds["error"].shape and not same_dim_names:
         raise StoreError(

@@ -43,7 +43,7 @@ from .io import (
     write_zarr,
 )
 from .options import resolve
-from .outputs import MARKER_ATTR, atomic_path, marker
+from .outputs import atomic_path
 from .reduce import ReduceSpec, array_chunks, build_fit_graph, store_chunks
 from .rows import StoreError
 
@@ -632,7 +632,6 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         ds = self.to_dataset()
-        ds.attrs[MARKER_ATTR] = marker("model")
         # The histogram of the SNR that routed the training spectra, for the report
         # (a loaded model keeps the histogram, not the SNRs).
         if hasattr(self, "route_snr_"):

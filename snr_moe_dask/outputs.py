@@ -1,11 +1,14 @@
 """Outputs: what a command may replace, and writing it atomically.
 
-Every output the tool writes carries a marker saying what it is: the root
-attribute ``snr_moe_output`` of a Zarr store (``{"kind": "model", ...}``), or
-a manifest file ``.snr-moe-output.json`` in a folder (an evaluation's or an
-experiment's). ``--overwrite`` (``overwrite=True``) replaces only an output
-of the same kind that carries the marker, and never a path that is, holds or
-sits inside an input of the same command. Everything is checked before any
+Every output the tool writes carries a marker saying what it is: a manifest
+file ``.snr-moe-output.json`` in its directory (``{"kind": "model", ...}``),
+whether it is a Zarr store or a folder of results. A file, not a store
+attribute, because attributes travel with the data: a store a user writes
+from a Dataset the tool opened is the user's, not the tool's.
+
+``--overwrite`` (``overwrite=True``) replaces only an output of the same kind
+that carries the marker and holds nothing the manifest does not list, and
+never a path that is, holds or sits inside an input of the same command. Everything is checked before any
 compute, and a refusal names both paths.
 
 This module needs only the standard library and numpy, so that a worker
@@ -30,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-MARKER_ATTR = "snr_moe_output"
 MANIFEST = ".snr-moe-output.json"
 KINDS = ("spectra", "model", "predictions", "evaluation", "experiment", "checkpoint")
 
@@ -51,16 +53,17 @@ def marker(kind: str) -> dict:
 
 def output_kind(path: str | os.PathLike) -> str | None:
     """The kind of output the tool wrote at ``path``, or None if it wrote none there."""
-    path = Path(path)
     try:
-        if (path / "zarr.json").is_file():
-            attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-            return (attrs.get(MARKER_ATTR) or {}).get("kind")
-        if (path / MANIFEST).is_file():
-            return json.loads((path / MANIFEST).read_text()).get("kind")
+        return json.loads((Path(path) / MANIFEST).read_text()).get("kind")
     except (OSError, ValueError, AttributeError):
         return None
-    return None
+
+
+def write_manifest(path: str | os.PathLike, kind: str) -> None:
+    """Mark the directory ``path`` as an output of ``kind`` written by this tool."""
+    path = Path(path)
+    files = sorted(p.relative_to(path).as_posix() for p in path.iterdir() if p.name != MANIFEST)
+    (path / MANIFEST).write_text(json.dumps({**marker(kind), "files": files}, indent=1))
 
 
 def check_output(
@@ -119,7 +122,23 @@ def check_output(
             f"snr-moe {kind} output ({what}); delete it yourself if it should go, or choose "
             "another path"
         )
+    others = _unlisted(out)
+    if others:
+        raise OutputError(
+            f"--overwrite replaces only what snr-moe wrote, and {str(out)!r} also holds "
+            f"{', '.join(map(repr, others[:3]))}{', ...' if len(others) > 3 else ''}, which "
+            "it did not write; move those elsewhere first, or choose another path"
+        )
     return out
+
+
+def _unlisted(path: Path) -> list[str]:
+    """Entries of an output directory that its manifest does not list."""
+    try:
+        listed = set(json.loads((path / MANIFEST).read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+    return sorted(p.name for p in path.iterdir() if p.name != MANIFEST and p.name not in listed)
 
 
 def check_disjoint(
@@ -157,8 +176,7 @@ def atomic_path(
     """Yield a temporary sibling of ``path``; on success, rename it into place.
 
     ``path`` is checked first (:func:`check_output`). A folder output of
-    ``kind`` gets its manifest; a Zarr store must carry its marker attribute
-    (the writer puts ``marker(kind)`` in the store's attributes).
+    ``kind`` (a store or a folder) gets its manifest.
 
     On error the temporary is removed and any previous output is untouched.
     A previous output is swapped with the new one in one step where the file
@@ -174,8 +192,8 @@ def atomic_path(
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
-        if kind is not None:
-            _mark(tmp, kind)
+        if kind is not None and tmp.is_dir():
+            write_manifest(tmp, kind)
         # Checked again: the body ran for a while, and a path can appear meanwhile.
         check_output(final, overwrite, kind=kind, inputs=inputs)
     except BaseException:
@@ -191,16 +209,6 @@ def atomic_path(
     os.replace(tmp, final)
     if old is not None:
         _remove(old)
-
-
-def _mark(tmp: Path, kind: str) -> None:
-    """Write a folder's manifest, or check that a store carries its marker."""
-    if (tmp / "zarr.json").is_file():
-        if output_kind(tmp) != kind:
-            raise RuntimeError(f"internal error: store {tmp} was written without its marker")
-    elif tmp.is_dir():
-        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.iterdir())
-        (tmp / MANIFEST).write_text(json.dumps({**marker(kind), "files": files}, indent=1))
 
 
 _RENAME_EXCHANGE = 2

@@ -87,9 +87,10 @@ def error_features(error: np.ndarray, bad: np.ndarray | None = None) -> np.ndarr
         spread is 0). Deviations from the mean are formed in float32, so the
         higher moments agree with a float64 computation to about 1e-5.
     """
-    e = np.asarray(error, dtype=np.float32)
+    big = error.dtype == np.float64 and np.nanmax(np.abs(error), initial=0) > 1e30
+    e = np.asarray(error, dtype=np.float64 if big else np.float32)
     if bad is not None and bad.any():
-        e = np.where(bad, np.float32(np.nan), e)
+        e = np.where(bad, e.dtype.type(np.nan), e)
         good = ~bad
         n = good.sum(axis=1)
         with warnings.catch_warnings():  # all-bad rows: NaN, reported as such
@@ -98,14 +99,14 @@ def error_features(error: np.ndarray, bad: np.ndarray | None = None) -> np.ndarr
             mean = total / n
             lo, hi = np.nanmin(e, axis=1), np.nanmax(e, axis=1)
             p25, p50, p75 = np.nanpercentile(e, [25, 50, 75], axis=1)
-        d = np.where(good, e - mean.astype(np.float32)[:, None], np.float32(0))
+        d = np.where(good, e - mean.astype(e.dtype)[:, None], e.dtype.type(0))
     else:
         n = np.full(len(e), e.shape[1])
         total = e.sum(axis=1, dtype=np.float64)
         mean = total / max(e.shape[1], 1)
         lo, hi = e.min(axis=1, initial=np.inf), e.max(axis=1, initial=-np.inf)
         p25, p50, p75 = np.percentile(e, [25, 50, 75], axis=1)
-        d = e - mean.astype(np.float32)[:, None]
+        d = e - mean.astype(e.dtype)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         d2 = d * d
         m2 = np.einsum("ij->i", d2, dtype=np.float64) / n

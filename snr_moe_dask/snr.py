@@ -110,7 +110,8 @@ def snr_statistics(
     clean = ~bad.any(axis=1)
     average = None
     if mean:  # before the median reorders the ratio
-        if ratio.dtype == np.float32:
+        if ratio.dtype == np.float32 or not _fits_float32(flux, error):
+            # float64 spectra beyond float32's range keep their float64 ratio
             average = ratio_mean(ratio, bad, clean)
         else:
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -124,6 +125,15 @@ def snr_statistics(
         part[bad[dirty]] = np.nan
         out[dirty] = np.nanmedian(part, axis=1, overwrite_input=True)
     return out, average
+
+
+def _fits_float32(*arrays: np.ndarray) -> bool:
+    """Whether every finite value of the arrays is within float32's range."""
+    limit = float(np.finfo(np.float32).max)
+    with np.errstate(invalid="ignore"):
+        return not any(
+            ((np.abs(a) > limit) & np.isfinite(a)).any() for a in arrays if a.dtype != np.float32
+        )
 
 
 def ratio_mean(ratio: np.ndarray, bad: np.ndarray, clean: np.ndarray | None = None) -> np.ndarray:

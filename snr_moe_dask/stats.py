@@ -277,6 +277,8 @@ def fold_chunk(
     for key, value in counts.items():
         acc[key] += value
     slot_of = bins * n_folds + (0 if folds is None else folds)
+    if precision == "float32" and not float32_safe(x):
+        precision, buffer_rows = "float64", 0  # this chunk's products would over- or underflow
     dtype = np.dtype(precision)
     for k in range(n_bins * n_folds):
         rows = np.flatnonzero(use & (slot_of == k))
@@ -289,6 +291,30 @@ def fold_chunk(
     if flush:
         flush_buffers(acc)
     return acc
+
+
+FLOAT32_LIMITS = (1e-15, 1e15)
+
+
+def float32_safe(x: np.ndarray) -> bool:
+    """Whether float32 products of ``x`` keep float64's relative accuracy.
+
+    Largest magnitudes beyond 1e15 (squares summed over a chunk overflow
+    float32, whose range ends at 3.4e38, or values are outside it) or, for a
+    chunk not all zero, below 1e-15 (squares sink into float32's subnormals)
+    are folded with float64 products instead, so the fit stays correct
+    whatever the flux's units.
+    """
+    if x.size == 0:
+        return True
+    lo, hi = float(x.min()), float(x.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        finite = x[np.isfinite(x)]
+        if finite.size == 0:
+            return True
+        lo, hi = float(finite.min()), float(finite.max())
+    top = max(abs(lo), abs(hi))
+    return top == 0 or FLOAT32_LIMITS[0] < top < FLOAT32_LIMITS[1]
 
 
 _BUFFER_KEYS = ("buffer_x", "buffer_y", "buffer_n")
