@@ -8,8 +8,8 @@ from a Dataset the tool opened is the user's, not the tool's.
 
 ``--overwrite`` (``overwrite=True``) replaces only an output of the same kind
 that carries the marker and holds nothing the manifest does not list, and
-never a path that is, holds or sits inside an input of the same command. Everything is checked before any
-compute, and a refusal names both paths.
+never a path that is, holds or sits inside an input of the same command.
+Everything is checked before any compute, and a refusal names both paths.
 
 This module needs only the standard library and numpy, so that a worker
 writing a checkpoint imports neither xarray nor zarr for it.
