@@ -67,7 +67,7 @@ def sklearn_kfold_estimate(store: Path, folds: int, n_alphas: int) -> dict:
     """Time one explicit refit per expert (fold 0, two alphas) and scale to the grid."""
     from sklearn.linear_model import Ridge
 
-    from snr_moe_dask.cv import assign_folds
+    from snr_moe_dask.kernels.cv import assign_folds
 
     data = load_arrays(store, np.float64)
     fold = assign_folds(np.arange(len(data["y"])), folds, 0)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-sklearn", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    from snr_moe_dask.cv import alpha_grid
+    from snr_moe_dask.kernels.cv import alpha_grid
 
     start, stop, num = args.grid.split(":")
     grid = alpha_grid(float(start), float(stop), int(num))

@@ -51,9 +51,9 @@ GB = 2**30
 # that the fit's timing does not include them.
 _WORKER_IMPORTS = (
     "snr_moe_dask",
-    "snr_moe_dask.stats",
-    "snr_moe_dask.reduce",
-    "snr_moe_dask.predict",
+    "snr_moe_dask.kernels.stats",
+    "snr_moe_dask.fit.tasks",
+    "snr_moe_dask.predict.tasks",
     "xarray",
     "zarr",
     "scipy.linalg",
@@ -235,7 +235,7 @@ def describe_machine() -> dict:
 def store_matches(path: Path, n: int, pixels: int, chunk_size: int, seed: int) -> bool:
     """Whether ``path`` holds a complete survey with these sizes, seed and chunking."""
     from snr_moe_dask import StoreError, open_spectra
-    from snr_moe_dask.mock import GENERATOR_VERSION
+    from snr_moe_dask.survey.mock import GENERATOR_VERSION
 
     if not path.exists():
         return False
@@ -277,7 +277,7 @@ def ensure_store(
 def load_arrays(path: Path, dtype) -> dict:
     """Flux as a C-ordered ``dtype`` array, the target, the true SNR and the bins."""
     from snr_moe_dask import open_spectra
-    from snr_moe_dask.binning import assign_bins
+    from snr_moe_dask.kernels.binning import assign_bins
 
     ds = open_spectra(path, require=(TARGET, "snr"))
     x = ds["flux"].data.astype(dtype).compute(scheduler="threads")
@@ -431,7 +431,7 @@ def ours_experts(model) -> list:
 
 def measure_evaluation(model, test: Path, work: Path) -> dict:
     """Throughput of ``evaluate_model`` on the test store (no bootstrap, no report)."""
-    from snr_moe_dask.evaluate import evaluate_model
+    from snr_moe_dask.evaluation.graph import evaluate_model
 
     with tempfile.TemporaryDirectory(prefix="bench-eval-", dir=work) as tmp:
         t0 = time.perf_counter()
@@ -548,7 +548,7 @@ def fit_daskml_expert(client, x, y, rows, alpha: float) -> dict:
 def run_daskml_child(spec_path: str) -> None:
     """Entry point of the dask-ml subprocess: own cluster, five fits, progress as JSON."""
     from snr_moe_dask import open_spectra
-    from snr_moe_dask.binning import assign_bins
+    from snr_moe_dask.kernels.binning import assign_bins
 
     spec = json.loads(Path(spec_path).read_text())
     progress = Path(spec["progress"])
@@ -939,12 +939,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(argv: list[str] | None) -> Options:
-    from snr_moe_dask.config import get_setting
+    from snr_moe_dask.options import resolve
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    pixels = int(get_setting("generate.pixels", args.pixels))
-    chunk = int(get_setting("generate.chunk-size", args.chunk_size))
+    pixels = resolve("pixels", args.pixels)
+    chunk = resolve("chunk_size", args.chunk_size)
     for name, value in (
         ("--n", args.n),
         ("--pixels", pixels),
@@ -979,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or the scaling run), write the JSON and print the tables."""
     import dask
 
-    from snr_moe_dask.outputs import write_json
+    from snr_moe_dask.store.outputs import write_json
 
     from .report import format_report
 

@@ -8,9 +8,9 @@ benchmarks`` (by default the 100k x 4096 one). Each step is the best of
 
 - ``read``: one chunk of flux and error read and divided (the first pass over
   the data), by zarr, against the chunk files copied into memory and mapped
-  (:func:`snr_moe_dask.rows.read_raw_chunk`);
+  (:func:`snr_moe_dask.store.rows.read_raw_chunk`);
 - ``median``: ``np.median`` of flux/error per spectrum, against
-  :func:`snr_moe_dask.snr.row_median`;
+  :func:`snr_moe_dask.kernels.snr.row_median`;
 - ``products``: the per-bin float32 products of ``--chunks`` chunks folded one
   chunk at a time, against slot buffers (``snr-moe.fit.buffer-mb``);
 - ``syrk_us_per_row``: the cost per row of one float32 product by the rows
@@ -47,7 +47,7 @@ def profile_read(store: str, repeat: int) -> dict:
     the chunk files, and mapped from them."""
     import zarr
 
-    from snr_moe_dask import rows as io
+    from snr_moe_dask.store import rows as io
 
     group = zarr.open_group(store, mode="r")
     arrays = [group["flux"], group["error"]]
@@ -85,7 +85,7 @@ def profile_read(store: str, repeat: int) -> dict:
 
 
 def profile_median(flux: np.ndarray, error: np.ndarray, repeat: int) -> dict:
-    from snr_moe_dask.snr import row_median
+    from snr_moe_dask.kernels.snr import row_median
 
     ratio = np.divide(flux, error)
     numpy_s, a = best_of(repeat, lambda: np.median(ratio.copy(), axis=1, overwrite_input=True))
@@ -95,8 +95,8 @@ def profile_median(flux: np.ndarray, error: np.ndarray, repeat: int) -> dict:
 
 
 def profile_products(chunks: list[dict], repeat: int) -> dict:
-    from snr_moe_dask import stats
-    from snr_moe_dask.snr import find_bad_pixels
+    from snr_moe_dask.kernels import stats
+    from snr_moe_dask.kernels.snr import find_bad_pixels
 
     def fold(buffer_mb: float) -> dict:
         acc = None
@@ -130,7 +130,7 @@ def profile_products(chunks: list[dict], repeat: int) -> dict:
 def profile_syrk_rows(flux: np.ndarray, repeat: int) -> dict:
     """Microseconds per row of one float32 product into the float64 accumulator,
     by the number of rows in the call."""
-    from snr_moe_dask import stats
+    from snr_moe_dask.kernels import stats
 
     out = np.zeros((flux.shape[1], flux.shape[1]))
     per_row = {}
@@ -146,7 +146,7 @@ def profile_syrk_rows(flux: np.ndarray, repeat: int) -> dict:
 def profile_predict(flux: np.ndarray, repeat: int) -> dict:
     """Five experts' predictions of a chunk in float64: converting the whole
     chunk first, against converting a few rows at a time."""
-    from snr_moe_dask.predict import _float64_product
+    from snr_moe_dask.kernels.mixture import _float64_product
 
     coef = np.random.default_rng(0).standard_normal((flux.shape[1], 5))
     whole_s, a = best_of(repeat, lambda: np.asarray(flux, dtype=np.float64) @ coef)
@@ -159,7 +159,7 @@ def profile_predict(flux: np.ndarray, repeat: int) -> dict:
 
 
 def profile_solve(flux: np.ndarray, repeat: int) -> dict:
-    from snr_moe_dask import solve
+    from snr_moe_dask.kernels import solve
 
     xc = flux.astype(np.float64) - flux.mean(axis=0, dtype=np.float64)
     a = np.asfortranarray(xc.T @ xc)
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
-    from snr_moe_dask.io import open_spectra, store_row_chunks
-    from snr_moe_dask.rows import StoreRows
+    from snr_moe_dask.store.rows import StoreRows
+    from snr_moe_dask.store.schema import open_spectra, store_row_chunks
 
     if not Path(args.store).exists():
         parser.error(f"no store {args.store!r}: generate it with `python -m benchmarks --n 100000`")

@@ -1,24 +1,43 @@
-"""SNR-binned mixture-of-experts ridge regression on millions of spectra, with Dask."""
+"""SNR-binned mixture-of-experts ridge regression on millions of spectra, with Dask.
+
+The public API: :class:`SNRBinnedRidge` (the estimator), :func:`load_model`,
+:func:`evaluate_model`, :func:`open_spectra`, :func:`generate_survey`,
+:func:`survey_dataset` and :class:`StoreError`.
+"""
 
 from __future__ import annotations
 
-from . import config as _config  # noqa: F401  (registers the dask.config defaults)
-from .rows import StoreError
+from . import options as _options  # noqa: F401  (registers the dask.config defaults)
+from .store.rows import StoreError
+from .version import __version__
 
-__version__ = "0.1.0"
+__all__ = [
+    "SNRBinnedRidge",
+    "StoreError",
+    "evaluate_model",
+    "generate_survey",
+    "load_model",
+    "open_spectra",
+    "survey_dataset",
+    "__version__",
+]
 
-__all__ = ["StoreError", "generate_survey", "open_spectra", "survey_dataset", "__version__"]
+_LAZY = {
+    "SNRBinnedRidge": ("model", "SNRBinnedRidge"),
+    "load_model": ("model", "load_model"),
+    "evaluate_model": ("evaluation.graph", "evaluate_model"),
+    "open_spectra": ("store.schema", "open_spectra"),
+    "generate_survey": ("survey.generate", "generate_survey"),
+    "survey_dataset": ("survey.generate", "survey_dataset"),
+}
 
 
 def __getattr__(name: str):
-    """Import the store functions on first use: a worker unpickling a task
-    imports this package, and its tasks need neither xarray nor dask.array."""
-    if name in ("generate_survey", "survey_dataset"):
-        from . import generate
+    """Import the public API on first use: a worker unpickling a task imports this
+    package, and its tasks need neither xarray nor scikit-learn."""
+    if name in _LAZY:
+        from importlib import import_module
 
-        return getattr(generate, name)
-    if name == "open_spectra":
-        from .io import open_spectra
-
-        return open_spectra
+        module, attr = _LAZY[name]
+        return getattr(import_module(f".{module}", __name__), attr)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

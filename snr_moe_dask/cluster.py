@@ -26,7 +26,6 @@ from pathlib import Path
 import yaml
 from distributed import Client, LocalCluster
 
-from .config import get_setting
 from .options import resolve
 
 JOBQUEUE_KINDS = ("slurm", "pbs")
@@ -253,7 +252,7 @@ def get_client(
         cores, memory, walltime, queue, account, processes, log_directory...
     """
     kind = resolve("cluster", cluster)
-    quiet = bool(get_setting("cluster.quiet", quiet))
+    quiet = bool(resolve("quiet", quiet))
     timeout = resolve("connect_timeout", connect_timeout)
     if scheduler_file is not None:
         resolve("scheduler_file", scheduler_file)
@@ -270,7 +269,7 @@ def get_client(
                     memory_limit=resolve("memory_limit", memory_limit),
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=get_setting("cluster.dashboard-address", dashboard_address),
+                    dashboard_address=resolve("dashboard_address", dashboard_address),
                 )
             )
             client = stack.enter_context(Client(local))
@@ -314,50 +313,3 @@ def _connect(where: str, scheduler_file, address: str, timeout: float) -> Client
 def _say(quiet: bool, text: str) -> None:
     if not quiet:
         print(text, file=sys.stderr, flush=True)
-
-
-def run_graph(*collections, label: str = "", quiet: bool | None = None):
-    """Compute dask collections, with a terminal progress bar on a distributed cluster.
-
-    Returns the results like ``dask.compute``.
-    """
-    import dask
-    from distributed import get_client as current_client
-    from distributed import progress
-
-    quiet = bool(get_setting("cluster.quiet", quiet))
-    try:
-        client = current_client()
-    except ValueError:
-        return dask.compute(*collections)
-    futures = client.compute(list(collections))
-    try:
-        if not quiet:
-            if label:
-                print(label, file=sys.stderr, flush=True)
-            if sys.stderr.isatty():  # a redrawn bar only where it redraws, not in logs
-                progress(futures, notebook=False)
-                print(file=sys.stderr, flush=True)
-        return tuple(client.gather(futures))
-    except Exception:
-        # A failed task does not stop the others already running, and some write
-        # into a temporary output the caller is about to delete: let them finish.
-        client.cancel(futures)
-        _wait_until_idle(client)
-        raise
-
-
-def _wait_until_idle(client, timeout: float = 30.0) -> None:
-    """Wait (at most ``timeout`` s) until no worker is executing a task."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            busy = client.run(lambda dask_worker: dask_worker.state.executing_count)
-        except Exception as exc:  # noqa: BLE001 - cleanup only; the original error is raised
-            del exc
-            return
-        if not any(busy.values()):
-            return
-        time.sleep(0.1)

@@ -22,9 +22,9 @@ from pathlib import Path
 import yaml
 
 from . import options
-from .binning import check_bins
-from .io import open_spectra
-from .outputs import atomic_path, check_output
+from .kernels.binning import check_bins
+from .store.outputs import atomic_path, check_output
+from .store.schema import open_spectra
 
 # Keys that are the experiment's own (not settings of the option table).
 _OWN = {"name": str, "output": str}
@@ -97,7 +97,7 @@ def validate_experiment(raw: dict, source: str) -> dict:
             if sub not in exp.get(section, {}):
                 raise ConfigError(f"{source}: missing required key '{section}.{sub}'")
     exp["name"] = raw.get("name", Path(source).stem)
-    exp["output"] = raw.get("output", f"results/{exp['name']}")
+    exp["output"] = raw.get("output", f"runs/{exp['name']}")
     if "bins" in raw:
         try:
             check_bins(
@@ -163,9 +163,10 @@ def model_params(exp: dict) -> dict:
     }
 
 
-def _ensure_store(path: str, n: int, seed: int, data: dict, quiet: bool) -> dict:
-    """Generate a store if it is missing; check an existing one matches the config."""
-    from .generate import generate_survey
+def _ensure_store(path: str, n: int, seed: int, data: dict) -> float:
+    """Generate a store if it is missing (returns the seconds it took); check that an
+    existing one matches the config."""
+    from .survey.generate import generate_survey
 
     if Path(path).exists():
         ds = open_spectra(path)
@@ -176,7 +177,7 @@ def _ensure_store(path: str, n: int, seed: int, data: dict, quiet: bool) -> dict
                 f"{ds.sizes['wavelength']} pixels but the config asks for {n} x {pixels}; "
                 "delete the store to regenerate it, or fix the config"
             )
-        return {"generated": False, "seconds": 0.0}
+        return 0.0
     t0 = time.perf_counter()
     generate_survey(
         path,
@@ -187,7 +188,7 @@ def _ensure_store(path: str, n: int, seed: int, data: dict, quiet: bool) -> dict
         chunk_size=data.get("chunk_size"),
         codec=data.get("codec"),
     )
-    return {"generated": True, "seconds": time.perf_counter() - t0}
+    return time.perf_counter() - t0
 
 
 def run_experiment(
@@ -199,46 +200,32 @@ def run_experiment(
     ``report.md`` and ``figures/``, all at once (temporary directory, then
     rename).
     """
-    from .evaluate import evaluate_into, prepare_evaluation
+    from .evaluation.graph import evaluate_into, prepare_evaluation
     from .model import SNRBinnedRidge
+    from .report.console import fit_summary
 
-    data = exp["data"]
-    inputs = experiment_inputs(exp)
+    data, inputs = exp["data"], experiment_inputs(exp)
     check_output(out, overwrite, kind="experiment", inputs=inputs)
-    params = model_params(exp)
-    model = SNRBinnedRidge(**params)
-    settings = model._resolved()  # bad settings fail before any store is generated
-    gated = [r for r in exp["evaluate"].get("routings") or [] if r in ("learned", "soft")]
-    if gated and not settings["gate"]:
-        raise ConfigError(
-            f"{exp['source']}: evaluate.routings: {gated} need the gate, but this fit trains "
-            "none (snr-moe.fit.gate.enabled is false); enable it or drop them"
-        )
+    model = SNRBinnedRidge(**model_params(exp))
+    _check_gate_routings(exp, model._resolved())  # bad settings fail before any store is made
     seed = data.get("seed", 42)
-    timings = {}
-    gen_train = _ensure_store(data["train_store"], data["train_size"], seed, data, quiet)
-    gen_test = _ensure_store(
-        data["test_store"], data["test_size"], data.get("test_seed", seed + 1), data, quiet
-    )
-    timings["generate"] = gen_train["seconds"] + gen_test["seconds"]
-    model.open_training_store(data["train_store"])
+    timings = {
+        "generate": _ensure_store(data["train_store"], data["train_size"], seed, data)
+        + _ensure_store(
+            data["test_store"], data["test_size"], data.get("test_seed", seed + 1), data
+        )
+    }
     with atomic_path(out, overwrite=overwrite, kind="experiment", inputs=inputs) as tmp:
         tmp.mkdir(parents=True)
         t0 = time.perf_counter()
         model.fit(data["train_store"])
         model.save(tmp / "model.zarr")
+        model.path_ = str(Path(out) / "model.zarr")  # where it will be once the run is done
         timings["fit"] = time.perf_counter() - t0
         if not quiet:
-            from .cli import fit_summary
-
-            print(fit_summary(model, str(Path(out) / "model.zarr"), timings["fit"]), flush=True)
-        model.path_ = str(Path(out) / "model.zarr")
-        from .model import load_model
-
-        model = load_model(tmp / "model.zarr")
-        model.path_ = str(Path(out) / "model.zarr")
+            print(fit_summary(model, model.path_, timings["fit"]), flush=True)
         evaluate = exp["evaluate"]
-        model, ds, test_name, eval_settings = prepare_evaluation(
+        model, plan = prepare_evaluation(
             model,
             data["test_store"],
             bootstrap=evaluate.get("bootstrap"),
@@ -248,8 +235,16 @@ def run_experiment(
             error_scale=evaluate.get("error_scale"),
             extra={"timings": timings, "config": _public(exp), "experiment": exp["name"]},
         )
-        result = evaluate_into(model, ds, tmp, test_name=test_name, **eval_settings)
-    return result
+        return evaluate_into(model, plan, tmp)
+
+
+def _check_gate_routings(exp: dict, settings) -> None:
+    gated = [r for r in exp["evaluate"].get("routings") or [] if r in ("learned", "soft")]
+    if gated and not settings.gate:
+        raise ConfigError(
+            f"{exp['source']}: evaluate.routings: {gated} need the gate, but this fit trains "
+            "none (snr-moe.fit.gate.enabled is false); enable it or drop them"
+        )
 
 
 def experiment_inputs(exp: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""The session-wide throw-away SLURM (deploy/slurm/testslurm.sh) as a pytest fixture.
+"""The session-wide throw-away SLURM (tests/infra/testslurm.sh) as a pytest fixture.
 
 ``conftest.py`` re-exports :func:`testslurm`, so every test module shares one
 SLURM per session: munged + slurmctld + slurmd in a private state directory,
@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TESTSLURM = REPO / "deploy" / "slurm" / "testslurm.sh"
+TESTSLURM = REPO / "tests" / "infra" / "testslurm.sh"
 NEEDED = ("slurmctld", "slurmd", "sbatch", "squeue", "munged")
 
 

@@ -1,0 +1,199 @@
+"""The evaluation's finalize step: merged chunk summaries to the metrics.json structure.
+
+Everything here works from small per-bin sums (see
+:mod:`snr_moe_dask.kernels.metrics`), never from per-spectrum predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import metrics as M
+from ..kernels.binning import bin_ranges
+
+LEAKAGE_LIMIT = 0.05
+
+
+def summarize(
+    model, summary: dict, params: dict, *, target: str, n_resamples: int, seed: int
+) -> dict:
+    """Turn the merged chunk summaries into the metrics.json structure."""
+    names = list(model.bin_names_)
+    n_bins = len(names)
+    sums = summary["sums"]
+    compared = _compared_metrics(summary["route_sums"], n_bins)
+    overall = M.finalize(M.pool_slots(sums, list(range(n_bins + 1))))
+    overall["delta_r2"] = overall["r2_moe"] - overall["r2_global"]
+    overall["n_train"] = int(model.n_train_[0])
+    ci, gains = _bootstrap_cis(summary, names, n_resamples)
+    bins = _bin_entries(model, sums, ci)
+    served = sum(b["n_test"] for b in bins if not b["fallback"])
+    slots = [*names, "no_snr"]
+    return {
+        "target": target,
+        "routing": params["routings"][0],
+        "precision": model.precision_,
+        "alpha": {e: float(a) for e, a in zip(model.experts_, model.alpha_)},
+        "coverage": served / overall["n"] if overall["n"] else float("nan"),
+        "overall": overall,
+        "delta_r2_ci95": ci,
+        "bins": bins,
+        "hypothesis": {"threshold": 0.02},
+        "bootstrap": {"n_resamples": n_resamples, "seed": seed},
+        "excluded": {
+            "train": model.excluded_,
+            "test": {
+                "excluded": dict(zip(slots, summary["excluded"].tolist())),
+                "no_snr_served_by_global": int(sums["n"][n_bins]),
+                "bad_pixels": dict(zip(slots, summary["bad_pixels"].tolist())),
+            },
+        },
+        "solvers": model.solver_,
+        "fallback": model.fallback_,
+        "routings": routing_comparison(model, summary, compared, params, gains),
+        **({"alpha_cv": alpha_comparison(model, compared, params)} if params.get("fixed") else {}),
+    }
+
+
+def _bootstrap_cis(summary: dict, names: list[str], n_resamples: int):
+    """The ΔR² CIs, overall and per bin, and every resample's gains (None without)."""
+    if not n_resamples:
+        return {}, None
+    boot = summary["boot"]
+    n_bins = len(names)
+    groups = np.concatenate([boot.sum(axis=1, keepdims=True), boot[:, :n_bins]], axis=1)
+    gains = M.bootstrap_delta_r2(groups)  # (resamples, groups, routings)
+    deltas = gains[..., 0]
+    ci = {"overall": M.percentile_ci(deltas[:, 0])}
+    for k, name in enumerate(names):
+        ci[name] = M.percentile_ci(deltas[:, k + 1])
+    return ci, gains
+
+
+def _bin_entries(model, sums: dict, ci: dict) -> list[dict]:
+    """The ``bins`` section of metrics.json."""
+    bins = []
+    for k, (name, (lo, hi)) in enumerate(zip(model.bin_names_, bin_ranges(model.bin_edges_))):
+        m = M.finalize({key: float(v[k]) for key, v in sums.items()})
+        bins.append(
+            {
+                "name": name,
+                "snr_low": lo,
+                "snr_high": hi,
+                "n_train": int(model.n_train_[k + 1]),
+                "n_test": m["n"],
+                "r2_expert": m["r2_moe"],
+                "r2_global": m["r2_global"],
+                "delta_r2": m["r2_moe"] - m["r2_global"],
+                "mae_expert": m["mae_moe"],
+                "mae_global": m["mae_global"],
+                "rmse_expert": m["rmse_moe"],
+                "rmse_global": m["rmse_global"],
+                "fallback": name in model.fallback_,
+                "fallback_reason": model.fallback_.get(name, ""),
+                "delta_r2_ci95": ci.get(name, [float("nan")] * 2),
+            }
+        )
+    return bins
+
+
+def _compared_metrics(sums: dict, n_bins: int) -> tuple[dict, list[dict]]:
+    """Metrics of every compared prediction: over all slots, and per bin."""
+    overall = M.finalize(M.pool_slots(sums, list(range(n_bins + 1))))
+    per_bin = [M.finalize(M.pool_slots(sums, [b])) for b in range(n_bins)]
+    return overall, per_bin
+
+
+def routing_comparison(model, summary: dict, compared, params: dict, gains) -> dict:
+    """The ``routings`` section of metrics.json: every routing on the same spectra.
+
+    R^2 overall and per true bin, gate accuracy and the confusion matrix of
+    true vs routed bin (rows: true bin; columns: routed bin, then "none"),
+    fallback rate, rho = (R^2 - R^2_global) / (R^2_oracle - R^2_global)
+    with its bootstrap CI, and the gate features' leakage R^2.
+    """
+    names = list(model.bin_names_)
+    n_bins = len(names)
+    overall, per_bin = compared
+    routings = params["routings"]
+    r2_global = overall["r2_global"]
+    r2_oracle = overall.get("r2_oracle")
+    out: dict = {
+        "grouped_by": "true bin" if params.get("by_true") else f"{routings[0]} bin",
+        "n": overall["n"],
+        "r2_global": r2_global,
+        "r2_global_bins": {nm: m["r2_global"] for nm, m in zip(names, per_bin)},
+        "by_routing": {},
+    }
+    for j, r in enumerate(routings):
+        conf = summary["confusion"][r]
+        known = int(conf.sum())
+        entry = {
+            "r2": overall[f"r2_{r}"],
+            "delta_r2": overall[f"r2_{r}"] - r2_global,
+            "r2_bins": {nm: m[f"r2_{r}"] for nm, m in zip(names, per_bin)},
+            "mae": overall[f"mae_{r}"],
+            "rmse": overall[f"rmse_{r}"],
+            "accuracy": float(np.trace(conf[:, :n_bins]) / known) if known else float("nan"),
+            "confusion": conf.tolist(),
+            "confusion_columns": [*names, "none"],
+            "fallback_rate": float(summary["fallback"][r][0] / overall["n"])
+            if overall["n"]
+            else float("nan"),
+        }
+        if r2_oracle is not None:
+            gain_oracle = r2_oracle - r2_global
+            entry["rho"] = (overall[f"r2_{r}"] - r2_global) / gain_oracle if gain_oracle else None
+            if gains is not None:
+                o = routings.index("oracle")
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rho = gains[:, 0, j] / gains[:, 0, o]
+                entry["rho_ci95"] = M.percentile_ci(rho)
+        out["by_routing"][r] = entry
+    if params.get("gate") is not None:
+        out["gate"] = _gate_section(params, overall["r2_leakage"])
+    out["error_scale"] = params["error_scale"]
+    return out
+
+
+def _gate_section(params: dict, leak: float) -> dict:
+    """The gate's part of the routing comparison, with the leakage check."""
+    gate = params["gate"]
+    return {
+        "feature_set": gate["feature_set"],
+        "features": list(gate["features"]),
+        "threshold": params["gate_threshold"],
+        "train_accuracy": gate["train_accuracy"],
+        "n_train": gate["n_train"],
+        "leakage_r2_test": leak,
+        "leakage_r2_train": gate["leak_r2_train"],
+        "leakage_flag": bool(leak > LEAKAGE_LIMIT),
+        "leakage_limit": LEAKAGE_LIMIT,
+    }
+
+
+def alpha_comparison(model, compared, params: dict) -> dict:
+    """The CV-chosen alphas against the fixed alpha on the test set, both routed by
+    the primary routing, overall and per bin (the ``alpha_cv`` section)."""
+    names = list(model.bin_names_)
+    primary = params["routings"][0]
+    overall, per_bin = compared
+    cv = model.cv_
+    best = {e: float(a) for e, a in zip(model.experts_, model.alpha_)}
+    return {
+        "alpha_fixed": cv["alpha_fixed"],
+        "alpha_cv": best,
+        "folds": cv["folds"],
+        "method": cv.get("method", "kfold"),
+        "grid": [float(a) for a in cv["alphas"]],
+        "curves": {
+            e: {"mean_mse": cv["mean"][i].tolist(), "se": cv["se"][i].tolist()}
+            for i, e in enumerate(model.experts_)
+        },
+        "r2_fixed": overall["r2_fixed_alpha"],
+        "r2_cv": overall[f"r2_{primary}"],
+        "bins": {
+            nm: {"r2_fixed": m["r2_fixed_alpha"], "r2_cv": m[f"r2_{primary}"]}
+            for nm, m in zip(names, per_bin)
+        },
+    }

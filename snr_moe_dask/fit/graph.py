@@ -1,0 +1,224 @@
+"""The Dask graph of the fit: fold chains over the chunks, a pairwise merge, then the
+solve (and the cross-validation and gate tasks that feed it).
+
+This is the only module that builds the fit's graph. The chunks are split into
+``partitions`` contiguous runs; each run is a chain of fold tasks
+(:func:`snr_moe_dask.fit.tasks.fold`). A fold task takes the chain's
+accumulator and one chunk, and folds it in. So a worker holds one accumulator
+and about one chunk, however many spectra there are, and each chunk is read
+once.
+
+The partition accumulators are merged pairwise in a fixed order, so a given
+graph gives bit-identical results whichever worker runs which task.
+Everything stays in the task graph, so Dask can recompute a lost piece.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import numpy as np
+
+from ..graph import pairwise_tree, run_graph
+from ..inputs import Source
+from ..kernels.cv import expert_folds, fold_sse_task, gcv_task
+from ..store import checkpoint as ckpt
+from ..store.fingerprint import is_checksummed, store_fingerprint
+from .settings import FitSettings
+from .tasks import fold, merge_partials, solve_experts, train_gate
+
+
+@dataclass
+class FitRecord:
+    """What only the fit that just ran knows (a loaded model has none).
+
+    Attributes
+    ----------
+    snr : ndarray of shape (n_spectra,)
+        The observed SNR of every training spectrum.
+    route_snr : ndarray of shape (n_spectra,)
+        The SNR that routed it (the true SNR for oracle routing).
+    chunks, folded, restored : int
+        Chunks in the store, folded by this run, restored from checkpoints.
+    checkpoint : str
+        The checkpoint directory, or "".
+    """
+
+    snr: np.ndarray
+    route_snr: np.ndarray
+    chunks: int
+    folded: int
+    restored: int
+    checkpoint: str = ""
+
+
+def run_fit(
+    source: Source,
+    settings: FitSettings,
+    partitions: int,
+    *,
+    checkpoint=None,
+    resume: bool = False,
+    overwrite_checkpoint: bool = False,
+) -> tuple[dict, dict | None, FitRecord]:
+    """Run the whole fit on the current cluster: the pass, then the solve.
+
+    Returns :func:`~snr_moe_dask.fit.tasks.solve_experts`' result (with
+    ``pass_seconds``), the trained gate (or None) and the :class:`FitRecord`.
+    """
+    t0 = time.perf_counter()
+    plan = None
+    if checkpoint is not None:
+        plan = prepare_checkpoint(
+            checkpoint, source, settings, partitions, resume, overwrite_checkpoint
+        )
+    total, folded = build_chains(source, settings, partitions, plan)
+    tasks = [dask.delayed(solve_experts, pure=True)(total, settings, cv_graph(total, settings))]
+    if settings.gate:
+        tasks.append(dask.delayed(train_gate, pure=True)(total, settings))
+    solved, *gate = run_graph(*tasks, label="fit: one pass over the spectra, then the solve")
+    solved["pass_seconds"] = time.perf_counter() - t0 - solved["seconds"]
+    record = FitRecord(
+        solved.pop("snr"),
+        solved.pop("route_snr"),
+        len(source.chunks),
+        folded,
+        len(source.chunks) - folded,
+        str(checkpoint) if checkpoint is not None else "",
+    )
+    return solved, (gate[0] if gate else None), record
+
+
+def default_partitions() -> int:
+    """One fold chain per worker thread of the current cluster (or per core)."""
+    try:
+        from distributed import get_client
+
+        return max(1, sum(get_client().nthreads().values()))
+    except (ImportError, ValueError):
+        import os
+
+        return os.cpu_count() or 1
+
+
+def split_partitions(n_chunks: int, partitions: int) -> list[range]:
+    """Split chunk indices into at most ``partitions`` contiguous, near-equal runs."""
+    partitions = max(1, min(partitions, n_chunks))
+    bounds = np.linspace(0, n_chunks, partitions + 1).round().astype(int)
+    return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def chain_layout(n_chunks: int, partitions: int) -> list[list[int]]:
+    """The chunks of each fold chain, as recorded in a checkpoint."""
+    return [[r.start, r.stop] for r in split_partitions(n_chunks, partitions)]
+
+
+def build_chains(source: Source, settings: FitSettings, partitions: int, plan: dict | None = None):
+    """The graph of one pass: per-partition fold chains, then a pairwise merge.
+
+    Parameters
+    ----------
+    source : Source
+    settings : FitSettings
+    partitions : int
+        Number of fold chains.
+    plan : dict, optional
+        Checkpointing (:func:`prepare_checkpoint`): ``directory``, ``every``
+        (chunks between saves) and ``done`` (partition to the last chunk its
+        checkpoint holds). Each chain saves its accumulator every ``every``
+        chunks and at its end; a chain with a checkpoint starts from it and
+        folds only the chunks after it.
+
+    Returns
+    -------
+    total : dask.delayed.Delayed
+        The merged accumulator (see :mod:`snr_moe_dask.kernels.stats`).
+    folded : int
+        Chunks this graph folds (fewer than all when resuming).
+    """
+    token = dask.base.tokenize(source.token(), settings, partitions)
+    partials, folded = [], 0
+    for p, run in enumerate(split_partitions(len(source.chunks), partitions)):
+        acc, path = None, None
+        if plan is not None:
+            path = str(ckpt.partition_path(plan["directory"], p))
+            last = plan["done"].get(p)
+            if last is not None:
+                acc = dask.delayed(ckpt.resume_task, pure=False)(
+                    path, dask_key_name=f"resume-{token}-{p}"
+                )
+                run = range(last + 1, run.stop)
+        for i in run:
+            end = i == run.stop - 1
+            acc = dask.delayed(fold, pure=True)(
+                acc, i, source.chunks[i], settings, end, dask_key_name=f"fold-{token}-{p}-{i}"
+            )
+            folded += 1
+            if plan is not None and (end or (i + 1 - run.start) % plan["every"] == 0):
+                acc = dask.delayed(ckpt.checkpoint_task, pure=False)(
+                    acc, path, i, dask_key_name=f"checkpoint-{token}-{p}-{i}"
+                )
+        partials.append(acc)
+    return pairwise_tree(partials, merge_partials, f"merge-{token}"), folded
+
+
+def cv_graph(total, settings: FitSettings) -> list | None:
+    """Per expert, one task pooling its statistics per fold, then one task per fold
+    computing the held-out error over the alpha grid (one GCV task for GCV); None
+    without cross-validation.
+
+    The fold tasks depend only on their expert's pooled statistics (K x P²),
+    not on the whole accumulator, so the scheduler spreads them over workers.
+    """
+    cv = settings.cv
+    if not cv:
+        return None
+    alphas = np.array(cv.alphas)
+    groups = [list(range(settings.n_bins))] + [[k] for k in range(settings.n_bins)]
+    out = []
+    for slots in groups:
+        folds = dask.delayed(expert_folds, pure=True)(total, slots, cv.folds)
+        if cv.method == "gcv":  # one eigendecomposition per expert
+            out.append([dask.delayed(gcv_task, pure=True)(folds, alphas, settings.standardize)])
+            continue
+        out.append(
+            [
+                dask.delayed(fold_sse_task, pure=True)(folds, f, alphas, settings.standardize)
+                for f in range(cv.folds)
+            ]
+        )
+    return out
+
+
+def prepare_checkpoint(
+    directory, source: Source, settings: FitSettings, partitions: int, resume, overwrite
+) -> dict:
+    """Check or create the checkpoint directory of a fit; the plan for
+    :func:`build_chains`."""
+    if not source.path:
+        raise ValueError(
+            "checkpoints need a training store path: fit('train.zarr', checkpoint=...)"
+        )
+    meta = {
+        "store": str(Path(source.path).resolve()),
+        "fingerprint": source.fingerprint or store_fingerprint(source.path),
+        **settings.pass_fields(),
+        "chunks": [[c.start, c.stop] for c in source.chunks],
+        "partitions": chain_layout(len(source.chunks), partitions),
+    }
+    done = ckpt.prepare(directory, meta, resume=resume, overwrite=overwrite)
+    if done and not is_checksummed(source.path):
+        # The fingerprint sees only metadata and sizes of unchecksummed chunks:
+        # read the restored chunks again and compare what they hold.
+        restored = [
+            (p, i)
+            for p, run in enumerate(split_partitions(len(source.chunks), partitions))
+            if p in done
+            for i in range(run.start, done[p] + 1)
+        ]
+        rows = [source.chunks[i] for _, i in restored]
+        ckpt.verify_restored(directory, source.path, rows, restored)
+    return {"directory": str(directory), "every": settings.checkpoint_every, "done": done}

@@ -1,0 +1,361 @@
+"""Per-bin sufficient statistics for ridge regression, and their merge (numpy kernels).
+
+An accumulator is a plain dict of numpy arrays, for ``n_bins`` bins,
+``n_pixels`` features and ``n_targets`` targets. Its statistics are kept per
+slot: one slot per bin, or, for cross-validation with ``n_folds`` folds, one
+per (bin, fold) pair, slot ``bin * n_folds + fold``
+(``n_slots = n_bins * n_folds``):
+
+=================  =============================  ======================================
+key                shape                          meaning
+=================  =============================  ======================================
+``n``              (n_slots,)                     spectra used
+``mean_x``         (n_slots, n_pixels)            feature means
+``mean_y``         (n_slots, n_targets)           target means
+``sxx``            (n_slots, n_pixels, n_pixels)  centred X^T X (one triangle, see below)
+``sxy``            (n_slots, n_pixels, n_targets) centred X^T y
+``syy``            (n_slots, n_targets, n_targets) centred y^T y
+``bad_pixels``     (n_bins + 1,)                  bad pixels in spectra used
+``excluded_bad``   (n_bins + 1,)                  spectra over the bad-pixel limit
+``excluded_label`` (n_bins + 1,)                  spectra with a NaN target
+``excluded_no_snr`` (n_bins + 1,)                 spectra with a NaN routing SNR
+=================  =============================  ======================================
+
+The last slot of the count arrays holds spectra with no bin (NaN SNR),
+which are always excluded.
+
+While a fold chain runs, its accumulator may also hold ``buffer_x``
+(n_slots, rows, n_pixels), ``buffer_y`` and ``buffer_n``: each slot's rows
+not yet folded (see :func:`fold_chunk`). They are folded and dropped with
+the chain's last chunk, so a merged accumulator never has them.
+
+Each chunk is centred on its own per-slot means and merged with the pairwise
+update of Chan, Golub & LeVeque (1979), in float64. With ``precision =
+"float32"`` the chunk's centred product X_c^T X_c is formed in float32 (BLAS
+ssyrk) and added to the float64 accumulator: centring first keeps the float32
+round-off relative to the spread of the data, not to its mean.
+
+For speed the products are BLAS ``syrk`` calls writing in place, so only one
+triangle of ``sxx`` is kept during the pass: the upper triangle of the
+Fortran-ordered view ``sxx[k].T``. :func:`full_gram` returns the symmetric
+matrix. A fold updates its accumulator in place: it owns it, because in the
+graph each fold chain's accumulator has exactly one consumer (the tasks
+that read the merged accumulator, for CV, the solve and the gate, do not
+modify it).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from scipy.linalg import blas
+
+from .binning import assign_bins
+from .selection import float32_safe, impute_bad_pixels, select_rows
+
+PRECISIONS = ("float32", "float64")
+_COUNT_KEYS = ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
+
+
+def new_accumulator(
+    n_bins: int, n_pixels: int, n_targets: int, n_folds: int = 1
+) -> dict[str, np.ndarray]:
+    """Return an empty accumulator (all zeros) with ``n_bins * n_folds`` slots."""
+    n_slots = n_bins * n_folds
+    return {
+        "n": np.zeros(n_slots),
+        "mean_x": np.zeros((n_slots, n_pixels)),
+        "mean_y": np.zeros((n_slots, n_targets)),
+        "sxx": np.zeros((n_slots, n_pixels, n_pixels)),
+        "sxy": np.zeros((n_slots, n_pixels, n_targets)),
+        "syy": np.zeros((n_slots, n_targets, n_targets)),
+        **{key: np.zeros(n_bins + 1, dtype=np.int64) for key in _COUNT_KEYS},
+    }
+
+
+def gram_upper(sxx: np.ndarray) -> np.ndarray:
+    """The Fortran-ordered view of ``sxx`` whose upper triangle BLAS updates and
+    which holds the Gram matrix."""
+    return sxx.T
+
+
+def full_gram(sxx: np.ndarray) -> np.ndarray:
+    """Return the full symmetric matrix from one kept triangle, shape (n_pixels, n_pixels)."""
+    upper = np.triu(gram_upper(sxx))
+    return upper + np.triu(upper, 1).T
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(n: int, dtype) -> np.ndarray:
+    """A per-thread, Fortran-ordered buffer for BLAS output, zero below the diagonal.
+
+    Per thread, because a worker with several threads folds several chunks at once.
+    """
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    key = (n, np.dtype(dtype).str)
+    if key not in buffers:
+        buffers[key] = np.zeros((n, n), dtype=dtype, order="F")
+    return buffers[key]
+
+
+def _syrk(xc: np.ndarray, out: np.ndarray) -> None:
+    """out (triangle) += xc^T xc, with xc of shape (m, n_pixels), C-ordered."""
+    a = xc.T  # Fortran-ordered (n_pixels, m): syrk with trans=0 gives a a^T = xc^T xc
+    if xc.dtype == np.float64:
+        blas.dsyrk(1.0, a, beta=1.0, c=gram_upper(out), trans=0, lower=0, overwrite_c=1)
+        return
+    # ssyrk writes only the upper triangle of the scratch, whose lower triangle
+    # stays zero, so adding the whole buffer adds just the product.
+    scratch = _scratch(xc.shape[1], np.float32)
+    prod = blas.ssyrk(1.0, a, beta=0.0, c=scratch, trans=0, lower=0, overwrite_c=1)
+    if not np.shares_memory(prod, scratch):  # pragma: no cover - BLAS copied after all
+        prod = np.triu(prod)
+    np.add(gram_upper(out), prod, out=gram_upper(out))
+
+
+def _syr(alpha: float, x: np.ndarray, out: np.ndarray) -> None:
+    """out (triangle) += alpha x x^T."""
+    blas.dsyr(alpha, x, lower=0, a=gram_upper(out), overwrite_a=1)
+
+
+def merge_into(acc: dict, k: int, n_b: float, mean_x_b, mean_y_b, sxx_b, sxy_b, syy_b) -> None:
+    """Merge one bin's centred statistics into ``acc`` in place (Chan et al.).
+
+    ``sxx_b`` may be None when the caller has already added the centred
+    product to ``acc["sxx"][k]`` (the in-place BLAS path).
+    """
+    n_a = acc["n"][k]
+    n = n_a + n_b
+    if n_b == 0:
+        return
+    dx = mean_x_b - acc["mean_x"][k]
+    dy = mean_y_b - acc["mean_y"][k]
+    w = n_a * n_b / n
+    if sxx_b is not None:
+        gram_upper(acc["sxx"][k])[...] += gram_upper(sxx_b)
+    if n_a > 0:
+        _syr(w, dx, acc["sxx"][k])
+    acc["sxy"][k] += sxy_b + w * np.outer(dx, dy)
+    acc["syy"][k] += syy_b + w * np.outer(dy, dy)
+    acc["mean_x"][k] += dx * (n_b / n)
+    acc["mean_y"][k] += dy * (n_b / n)
+    acc["n"][k] = n
+
+
+def merge_stats(a: dict, b: dict) -> dict:
+    """Merge accumulator ``b`` into ``a`` in place and return ``a``.
+
+    Merging is exact up to round-off: the statistics of two sets of spectra
+    merged equal those of the concatenated set.
+    """
+    for k in range(a["n"].size):
+        merge_into(
+            a, k, b["n"][k], b["mean_x"][k], b["mean_y"][k], b["sxx"][k], b["sxy"][k], b["syy"][k]
+        )
+    for key in _COUNT_KEYS:
+        a[key] += b[key]
+    return a
+
+
+def fold_chunk(
+    acc: dict | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    bad: np.ndarray,
+    route_snr: np.ndarray,
+    *,
+    edges: list[float],
+    max_bad_fraction: float,
+    precision: str,
+    folds: np.ndarray | None = None,
+    n_folds: int = 1,
+    buffer_rows: int = 0,
+    flush: bool = True,
+) -> dict:
+    """Fold one chunk of spectra into ``acc`` (in place) and return it.
+
+    Parameters
+    ----------
+    acc : dict or None
+        The partition's accumulator; None starts a new one.
+    x : ndarray of shape (m, n_pixels)
+        Flux.
+    y : ndarray of shape (m, n_targets)
+        Targets.
+    bad : ndarray of bool, shape (m, n_pixels)
+        Bad pixels (see :func:`snr_moe_dask.kernels.snr.find_bad_pixels`).
+    route_snr : ndarray of shape (m,)
+        The SNR that routes each spectrum to its bin.
+    edges : list of float
+        Bin edges (right-closed).
+    max_bad_fraction : float
+        Spectra with a larger fraction of bad pixels are excluded.
+    precision : {"float32", "float64"}
+        The dtype of the centred products; accumulation is always float64.
+    folds : ndarray of int, shape (m,), optional
+        Each spectrum's cross-validation fold (see :func:`snr_moe_dask.kernels.cv.assign_folds`).
+    n_folds : int
+        Number of folds; statistics are kept per (bin, fold) slot.
+    buffer_rows : int
+        With 0, each slot's rows of this chunk are folded at once. Otherwise
+        each slot collects up to this many rows (from this and later chunks)
+        in a buffer kept in ``acc`` and folds them together: one large BLAS
+        product and one float64 addition instead of one per chunk, which is
+        faster when a chunk's rows are spread over many slots. The buffers
+        are part of the accumulator (a checkpoint saves them).
+    flush : bool
+        Fold the rows still in the buffers and drop them, so that ``acc`` is
+        complete: pass True with the last chunk of a fold chain.
+    """
+    n_bins = len(edges) + 1
+    if acc is None:
+        acc = new_accumulator(n_bins, x.shape[1], y.shape[1], n_folds)
+    bins = assign_bins(route_snr, edges)
+    use, counts = select_rows(bad, y, bins, n_bins, max_bad_fraction)
+    for key, value in counts.items():
+        acc[key] += value
+    slot_of = bins * n_folds + (0 if folds is None else folds)
+    if precision == "float32" and not float32_safe(x):
+        precision, buffer_rows = "float64", 0  # this chunk's products would over- or underflow
+    dtype = np.dtype(precision)
+    for k in range(n_bins * n_folds):
+        rows = np.flatnonzero(use & (slot_of == k))
+        if rows.size == 0:
+            continue
+        if buffer_rows <= 0:
+            _fold_slot(acc, k, _slot_rows(x, bad, rows, dtype), y[rows], precision)
+        else:
+            _buffer_slot(acc, k, x, bad, y, rows, dtype, buffer_rows, precision)
+    if flush:
+        flush_buffers(acc)
+    return acc
+
+
+_BUFFER_KEYS = ("buffer_x", "buffer_y", "buffer_n")
+MAX_BUFFER_ROWS = 4096
+
+
+def buffer_rows(budget_mb: float, n_slots: int, n_pixels: int, precision: str) -> int:
+    """Rows per slot buffer (see :func:`fold_chunk`) that fit in ``budget_mb``
+    MiB for all slots, at most 4096; 0 (no buffers) below 256 rows."""
+    per_row = n_slots * n_pixels * np.dtype(precision).itemsize
+    rows = min(int(budget_mb * 2**20 // per_row), MAX_BUFFER_ROWS)
+    return rows if rows >= 256 else 0
+
+
+def _buffer_slot(acc, k, x, bad, y, rows, dtype, capacity, precision) -> None:
+    """Copy slot ``k``'s rows into its buffer, folding the buffer whenever it fills."""
+    if "buffer_x" not in acc:
+        n_slots = acc["n"].size
+        acc["buffer_x"] = np.empty((n_slots, capacity, x.shape[1]), dtype=dtype)
+        acc["buffer_y"] = np.empty((n_slots, capacity, y.shape[1]))
+        acc["buffer_n"] = np.zeros(n_slots, dtype=np.int64)
+    bx, by, bn = acc["buffer_x"][k], acc["buffer_y"][k], acc["buffer_n"]
+    imputed = _slot_rows(x, bad, rows, dtype) if bad[rows].any() else None
+    done = 0
+    while done < rows.size:
+        n = int(bn[k])
+        take = min(bx.shape[0] - n, rows.size - done)
+        if imputed is not None:
+            bx[n : n + take] = imputed[done : done + take]
+        elif x.dtype == dtype:
+            np.take(x, rows[done : done + take], axis=0, out=bx[n : n + take])
+        else:
+            bx[n : n + take] = x[rows[done : done + take]]
+        by[n : n + take] = y[rows[done : done + take]]
+        done += take
+        bn[k] = n + take
+        if bn[k] == bx.shape[0]:
+            _fold_slot(acc, k, bx, by, precision)
+            bn[k] = 0
+
+
+def flush_buffers(acc: dict) -> dict:
+    """Fold the rows waiting in ``acc``'s buffers (see :func:`fold_chunk`), drop the
+    buffers and return ``acc``."""
+    if "buffer_x" in acc:
+        precision = acc["buffer_x"].dtype.name
+        for k in np.flatnonzero(acc["buffer_n"]):
+            n = int(acc["buffer_n"][k])
+            _fold_slot(acc, k, acc["buffer_x"][k, :n], acc["buffer_y"][k, :n], precision)
+        for key in _BUFFER_KEYS:
+            del acc[key]
+    return acc
+
+
+def _slot_rows(x, bad, rows, dtype) -> np.ndarray:
+    """A new array of the ``rows`` of ``x`` in ``dtype``, bad pixels imputed
+    (:func:`snr_moe_dask.kernels.selection.impute_bad_pixels`, over these rows)."""
+    xk = x[rows]
+    badk = bad[rows]
+    if badk.any():
+        xk = impute_bad_pixels(xk.astype(np.float64), badk)
+    return xk.astype(dtype, copy=False)
+
+
+def _fold_slot(acc: dict, k: int, xk: np.ndarray, yk: np.ndarray, precision: str) -> None:
+    """Fold rows ``xk`` (product dtype; centred in place) with targets ``yk`` into slot ``k``."""
+    xc, mean_x, shift = _centre(xk, precision)
+    yk = np.asarray(yk, dtype=np.float64)
+    mean_y = yk.mean(axis=0)
+    yc = yk - mean_y
+    _syrk(xc, acc["sxx"][k])
+    sxy = (xc.T @ yc.astype(xc.dtype)).astype(np.float64)
+    if shift is not None:
+        # xc was centred on a float32-rounded mean c, not the mean m:
+        # sum (x-c)(x-c)^T = S + n (m-c)(m-c)^T, and sum (x-c)(y-ybar)^T = S_xy.
+        _syr(-float(len(xk)), shift, acc["sxx"][k])
+    merge_into(acc, k, float(len(xk)), mean_x, mean_y, None, sxy, yc.T @ yc)
+
+
+def _centre(xk, precision):
+    """Centre rows in place. Returns ``(xc, mean, shift)``.
+
+    In float64 the rows are centred on their mean. In float32 they are
+    centred on the mean rounded to float32, in one float32 pass; ``shift`` =
+    mean - that centre, for an exact rank-1 correction.
+    """
+    mean = xk.mean(axis=0, dtype=np.float64)
+    if precision == "float64":
+        return np.subtract(xk, mean, out=xk), mean, None
+    centre = mean.astype(np.float32)
+    xc = np.subtract(xk, centre, out=xk, dtype=np.float32)
+    shift = mean - centre.astype(np.float64)
+    return xc, mean, shift if shift.any() else None
+
+
+def pooled_stats(acc: dict, groups: list[list[int]]) -> dict:
+    """Return an accumulator whose slot ``g`` merges the slots ``groups[g]`` of ``acc``.
+
+    The count arrays are not carried over.
+    """
+    out = new_accumulator(len(groups), acc["mean_x"].shape[1], acc["mean_y"].shape[1])
+    for g, slots in enumerate(groups):
+        for k in slots:
+            merge_into(
+                out,
+                g,
+                acc["n"][k],
+                acc["mean_x"][k],
+                acc["mean_y"][k],
+                acc["sxx"][k],
+                acc["sxy"][k],
+                acc["syy"][k],
+            )
+    return out
+
+
+def total_stats(acc: dict) -> dict:
+    """Return the statistics of all slots together (one slot), for the global model."""
+    return pooled_stats(acc, [list(range(acc["n"].size))])
+
+
+def bin_stats(acc: dict, n_folds: int) -> dict:
+    """Return the per-bin statistics (one slot per bin) of a per-(bin, fold) accumulator."""
+    if n_folds == 1:
+        return acc
+    n_bins = acc["n"].size // n_folds
+    return pooled_stats(acc, [list(range(k * n_folds, (k + 1) * n_folds)) for k in range(n_bins)])

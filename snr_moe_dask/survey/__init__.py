@@ -1,0 +1,1 @@
+"""The mock survey: the numpy generator (``mock``) and its Dask graph (``generate``)."""

@@ -1,0 +1,208 @@
+"""The benchmark harness at a tiny size: every method runs and ours matches scikit-learn.
+
+Never asserts on speed: the numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+# `python -m pytest` puts the repository on sys.path, plain `pytest` does not.
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+harness = importlib.import_module("benchmarks.harness")
+report = importlib.import_module("benchmarks.report")
+
+TINY = [
+    "--n",
+    "600",
+    "--pixels",
+    "64",
+    "--chunk-size",
+    "300",
+    "--alpha",
+    "1000",
+    "--dask-ml-cap",
+    "60",
+]  # alpha small enough that the coefficients matter at n=600
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One harness run at 600 x 64 (the dask-ml subprocess included); returns (JSON, stdout)."""
+    root = tmp_path_factory.mktemp("bench")
+    out = root / "bench.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert harness.main([*TINY, "--out", str(out), "--data-dir", str(root / "data")]) == 0
+    return json.loads(out.read_text()), printed.getvalue(), root / "data"
+
+
+RECORDED_FIELDS = {"status", "peak_rss_mb", "seconds"}
+
+
+def test_every_method_runs_and_is_recorded(tiny_run):
+    result, _, _ = tiny_run
+    assert list(result["methods"]) == list(harness.METHODS)
+    for key, info in result["methods"].items():
+        allowed = ("ok", "timeout") if key == "dask-ml" else ("ok",)  # a loaded machine
+        assert info["status"] in allowed, (key, info)
+        assert RECORDED_FIELDS <= set(info), key
+        assert info["peak_rss_mb"] > 0, key
+    assert result["cluster"]["evaluation"]["spectra_per_second"] > 0
+    assert result["cluster"]["startup_s"] > 0
+    assert result["methods"]["numpy"]["dtype"] == "float32"
+
+
+def test_ours_matches_sklearn_float64_to_1e6(tiny_run):
+    result, _, _ = tiny_run
+    ours, ref = result["methods"]["ours"], result["methods"]["sklearn-float64"]
+    assert ours["r2_global"] == pytest.approx(ref["r2_global"], abs=1e-6)
+    assert ours["r2_moe"] == pytest.approx(ref["r2_moe"], abs=1e-6)
+    assert ref["r2_global"] > 0.01  # the check compares real models, not the mean
+    gaps = result["agreement"]["max_abs_pred_diff_over_std_y"]["ours"]
+    assert set(gaps) == set(harness.EXPERTS)
+    assert max(gaps.values()) <= 1e-6
+    assert result["agreement"]["ours_within_1e-6"] is True
+
+
+def test_table_names_every_method_and_the_machine(tiny_run):
+    result, printed, _ = tiny_run
+    for key in harness.METHODS:
+        assert key in printed
+    assert "machine:" in printed and "BLAS" in printed
+    assert result["machine"]["logical_cores"] >= 1
+    assert {"numpy", "scikit-learn", "dask-ml", "distributed"} <= set(result["machine"]["versions"])
+    assert report.format_report(result) in printed
+
+
+def test_existing_stores_are_reused(tiny_run):
+    _, _, data = tiny_run
+    path, info = harness.ensure_store(data, "train", 600, 64, 300, 42)
+    assert info["reused"] and path.exists()
+    assert not harness.store_matches(path, 600, 64, 300, seed=7)
+
+
+def _scaling_result() -> dict:
+    points = [
+        {
+            "n": n,
+            "seconds": n / 1e4,
+            "pass_s": n / 1.1e4,
+            "solve_s": 0.01,
+            "seconds_per_spectrum": 1e-4,
+            "peak_rss_mb": 700.0 + n / 100,
+            "peak_rss_delta_mb": n / 100,
+            "startup_s": 3.0,
+        }
+        for n in (1000, 3000, 10000)
+    ]
+    machine = {
+        "cpu_model": "test",
+        "logical_cores": 2,
+        "physical_cores": 2,
+        "memory_gb": 8.0,
+        "load_average": [0.0, 0.0, 0.0],
+        "blas": [],
+        "versions": {"python": "3"},
+    }
+    return {
+        "command": "python -m benchmarks --scaling 1000,3000,10000",
+        "config": {
+            "scaling": [1000, 3000, 10000],
+            "pixels": 64,
+            "chunk_size": 300,
+            "precision": "float32",
+        },
+        "machine": machine,
+        "scaling": {
+            "pixels": 64,
+            "chunk_size": 300,
+            "precision": "float32",
+            "workers": 2,
+            "points": points,
+        },
+    }
+
+
+def test_report_plots_a_scaling_run(tmp_path, capsys):
+    path = tmp_path / "scaling.json"
+    path.write_text(json.dumps(_scaling_result()))
+    assert report.main([str(path), "--plot", str(tmp_path / "scaling.png")]) == 0
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert "10,000" in capsys.readouterr().out
+
+
+def test_plot_without_scaling_names_the_command():
+    result = _scaling_result()
+    del result["scaling"]
+    with pytest.raises(ValueError, match="--scaling 10000,30000"):
+        report.plot_scaling(result, "unused.png")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--skip", "ours"], "cannot skip \\['ours'\\]; choose among numpy, sklearn, dask-ml"),
+        (["--scaling", "10k"], "comma-separated numbers of spectra"),
+        (["--n", "0"], "--n must be a positive integer; got 0"),
+        (["--dask-ml-cap", "0"], "--dask-ml-cap must be a positive number of seconds"),
+    ],
+)
+def test_bad_arguments_say_what_to_pass(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        harness.parse_options(argv)
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_cv_benchmark_runs_at_tiny_size(tmp_path):
+    cv_bench = importlib.import_module("benchmarks.cv")
+    out = tmp_path / "cv.json"
+    args = ["--n", "600", "--pixels", "64", "--chunk-size", "200", "--grid", "1:1e6:7"]
+    args += ["--folds", "3", "--data-dir", str(tmp_path / "data"), "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cv_bench.main(args) == 0
+    result = json.loads(out.read_text())
+    assert set(result) >= {"plain", "cv", "cv_over_plain", "sklearn_kfold", "machine"}
+    assert result["sklearn_kfold"]["fits"] == 5 * 3 * 7
+    assert set(result["cv"]["alpha"]) == {"global", "X", "L", "M", "H"}
+    # The fixed-alpha solution from the CV statistics is the plain fit's.
+    assert result["fixed_alpha_agreement"] < 1e-6
+
+
+def test_profile_runs_on_the_tiny_store_and_checks_both_ways(tiny_run, tmp_path):
+    """Each profiled step is timed both ways, and both ways agree."""
+    profile = importlib.import_module("benchmarks.profile")
+    store = next(tiny_run[2].glob("train-n600-*.zarr"))
+    out = tmp_path / "profile.json"
+    args = ["--store", str(store), "--chunks", "2", "--repeat", "1", "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert profile.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["read"]["copied_s"] > 0  # the harness writes uncompressed chunks
+    assert result["read"]["mapped_s"] > 0
+    assert result["products"]["chunks"] == 2
+    assert result["products"]["max_relative_difference"] < 1e-5
+    assert result["solve"]["max_relative_difference"] < 1e-9
+    assert result["predict"]["max_relative_difference"] < 1e-12
+
+
+def test_timeline_records_every_kind_of_task(tiny_run, tmp_path):
+    timeline = importlib.import_module("benchmarks.timeline")
+    store = next(tiny_run[2].glob("train-n600-*.zarr"))
+    out = tmp_path / "timeline.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert timeline.main(["--store", str(store), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["steps"]["fold compute"]["count"] == 2  # 600 spectra in chunks of 300
+    assert "solve_experts compute" in result["steps"]
+    assert sum(len(f) for f in result["folds_by_worker"].values()) == 2

@@ -1,0 +1,117 @@
+"""What a worker imports to run the fit's, the prediction's and the evaluation's tasks.
+
+A fresh worker imports whatever unpickling and running its first task needs;
+xarray, pandas, dask.array and scikit-learn cost several seconds there, on
+the critical path of every command. The tasks need only numpy, scipy and zarr.
+
+The rule, per folder: ``kernels/``, every ``*/tasks.py`` and the store's
+worker modules (``store/rows.py``, ``store/outputs.py``,
+``store/checkpoint.py``) import none of those modules at import time; and
+running the tasks, checkpoint tasks included, imports none of them.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+
+HEAVY = ("xarray", "pandas", "dask.array", "sklearn", "matplotlib")
+PACKAGE = Path(__file__).resolve().parents[2] / "snr_moe_dask"
+WORKER_MODULES = sorted(
+    [p for p in (PACKAGE / "kernels").glob("*.py")]
+    + list(PACKAGE.glob("*/tasks.py"))
+    + [PACKAGE / "store" / name for name in ("rows.py", "outputs.py", "checkpoint.py")]
+)
+
+IMPORT_ONE = """
+import importlib, sys
+importlib.import_module(sys.argv[1])
+print(",".join(m for m in sys.argv[2].split(",") if m in sys.modules))
+"""
+
+RUN_TASKS = """
+import pickle, sys
+tasks, a = pickle.load(open(sys.argv[1], "rb"))
+fold, merge_partials, solve_experts, checkpoint_task, resume_task, *evaluation = tasks
+write_and_summarize, merge_summaries, predict_chunk = evaluation
+acc = fold(None, 0, a["train"], a["settings"])
+acc = checkpoint_task(acc, a["ckpt"], 0)
+acc = merge_partials(resume_task(a["ckpt"]), fold(None, 1, a["train2"], a["settings"], True))
+solved = solve_experts(acc, a["settings"])
+assert (solved["coef"] != 0).any()
+summary = write_and_summarize(a["test"], a["out"], 0, a["names"], a["params"], None, 0, 0,
+                              *a["edges"])
+merge_summaries(summary, summary)
+assert predict_chunk(a["test"], a["params"])["y_moe"].shape == (200,)
+assert acc["n"].sum() > 0 and summary["sums"]["n"].sum() > 0
+print(",".join(m for m in sys.argv[2].split(",") if m in sys.modules))
+"""
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    return ".".join(rel.parts)
+
+
+@pytest.mark.parametrize("path", WORKER_MODULES, ids=lambda p: _module(p))
+def test_worker_modules_import_no_heavy_module(path):
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_ONE, _module(path), ",".join(HEAVY)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"importing {_module(path)} imports {done.stdout}"
+
+
+def test_fit_checkpoint_prediction_and_evaluation_tasks_run_without_heavy_modules(
+    store_pair, tmp_path
+):
+    from snr_moe_dask.evaluation.graph import _create_predictions
+    from snr_moe_dask.evaluation.tasks import merge_summaries, write_and_summarize
+    from snr_moe_dask.fit.tasks import fold, merge_partials, solve_experts
+    from snr_moe_dask.model import SNRBinnedRidge
+    from snr_moe_dask.predict.graph import model_params, pred_vars
+    from snr_moe_dask.predict.tasks import predict_chunk
+    from snr_moe_dask.store.checkpoint import checkpoint_task, resume_task
+    from snr_moe_dask.store.rows import StoreRows
+
+    train, test = (str(p) for p in store_pair)
+    with dask.config.set(scheduler="sync"):
+        model = SNRBinnedRidge(alpha=10.0).fit(train)
+    params = model_params(model, ["oracle", "observed", "learned", "soft"], 0)
+    params["by_true"] = True
+    names = list(pred_vars(params))
+    out = tmp_path / "predictions.zarr"
+    _create_predictions(out, [200, 200, 200, 200], pred_vars(params))
+    settings = SNRBinnedRidge(alpha=10.0, max_bad_fraction=0.5)._resolved()
+    edges = (np.linspace(0, 5, 11), np.linspace(-1, 6, 11), np.linspace(0, 12, 13))
+    args = {
+        "train": StoreRows(train, 0, 256, ("logg",), True, False),
+        "train2": StoreRows(train, 256, 512, ("logg",), True, False),
+        "test": StoreRows(test, 0, 200, ("logg",), True, False),
+        "settings": settings,
+        "ckpt": str(tmp_path / "partition-0.zarr"),
+        "params": params,
+        "out": str(out),
+        "names": names,
+        "edges": edges,
+    }
+    tasks = tmp_path / "tasks.pkl"
+    funcs = (fold, merge_partials, solve_experts, checkpoint_task, resume_task)
+    funcs += (write_and_summarize, merge_summaries, predict_chunk)
+    tasks.write_bytes(pickle.dumps((funcs, args)))
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_TASKS, str(tasks), ",".join(HEAVY)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"a worker running these tasks imports {done.stdout}"
