@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,bench]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,bench,ingest]"
 	touch $(STAMP)
 
 env: $(STAMP)
