@@ -37,7 +37,9 @@ from .harness import (
     load_arrays,
     log,
     started_cluster,
+    worker_blas,
 )
+from .kernel import describe_kernels
 
 
 def fit_timed(client, store: Path, **params) -> tuple[object, dict]:
@@ -117,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": describe_machine(),
     }
     with started_cluster(args.workers) as (client, _):
+        result["machine"]["kernel"] = describe_kernels(
+            result["machine"]["blas"], worker_blas(client)
+        )
         log("plain fit")
         plain, result["plain"] = fit_timed(client, store, alpha=ALPHA)
         log(f"plain fit: {result['plain']['seconds']:.1f} s; CV fit")
@@ -140,4 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from benchmarks.kernel import run_on_native_kernel
+
+    run_on_native_kernel("benchmarks.cv")
     sys.exit(main())

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from .kernel import describe_kernels
+
 ALPHA = 1e5
 EDGES = (2.0, 4.0, 7.0)
 BIN_NAMES = ("X", "L", "M", "H")
@@ -778,6 +780,9 @@ def run_benchmark(opts: Options) -> dict:
     methods: dict = {}
     experts: dict = {}
     methods["ours"], result["cluster"], experts["ours"] = measure_ours(train, test, opts)
+    result["machine"]["kernel"] = describe_kernels(
+        result["machine"]["blas"], result["cluster"]["worker_blas"]
+    )
     if "dask-ml" in opts.skip:
         methods["dask-ml"] = skipped("--skip dask-ml")
     else:
@@ -812,6 +817,10 @@ def run_scaling(opts: Options) -> dict:
         result["stores"][str(n)] = gen
         with started_cluster(opts.workers) as (client, startup):
             log(f"scaling: n={n:,}, cluster up in {startup:.1f} s")
+            kernel = describe_kernels(result["machine"]["blas"], worker_blas(client))
+            result["machine"].setdefault("kernel", kernel)
+            if kernel["driver"] != result["machine"]["kernel"]["driver"]:
+                raise RuntimeError(f"scaling: n={n:,} ran on another BLAS kernel: {kernel}")
             _, info = fit_ours(client, train, opts)
         log(f"scaling: n={n:,} fit {info['seconds']:.2f} s")
         points.append(

@@ -181,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_info, threadpool_limits
 
+    from benchmarks.harness import blas_summary
+    from benchmarks.kernel import describe_kernels
     from snr_moe_dask.store.rows import StoreRows
     from snr_moe_dask.store.schema import open_spectra, store_row_chunks
 
@@ -194,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "command": "python -m benchmarks.profile " + " ".join(argv or sys.argv[1:]),
             "store": args.store,
+            "kernel": describe_kernels(blas_summary(threadpool_info()), {}),
             "spectra_per_chunk": int(bounds[0][1] - bounds[0][0]),
             "read": profile_read(args.store, args.repeat),
             "median": profile_median(chunks[0]["flux"], chunks[0]["error"], args.repeat),
@@ -210,4 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from benchmarks.kernel import run_on_native_kernel
+
+    run_on_native_kernel("benchmarks.profile")
     raise SystemExit(main())

@@ -117,10 +117,20 @@ def format_machine(machine: dict) -> str:
             f"machine: {machine['cpu_model']}; {machine['logical_cores']} logical / "
             f"{machine['physical_cores']} physical cores; {machine['memory_gb']:.1f} GB",
             f"BLAS (driver): {blas}",
+            *_kernel_line(machine),
             f"versions: python {v['python']}, {versions}",
             f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
         ]
     )
+
+
+def _kernel_line(machine: dict) -> list[str]:
+    kernel = machine.get("kernel")
+    if not kernel:
+        return []
+    unset = f"; unset for this run: {kernel['unset']}" if kernel.get("unset") else ""
+    forced = f"; FORCED by {kernel['forced']}" if kernel.get("forced") else ""
+    return [f"BLAS kernel: {kernel['driver']} (driver and every worker){unset}{forced}"]
 
 
 def format_notes(result: dict) -> str:

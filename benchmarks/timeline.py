@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import BIN_NAMES, EDGES, TARGET, started_cluster
+from .harness import BIN_NAMES, EDGES, TARGET, blas_summary, started_cluster, worker_blas
+from .kernel import describe_kernels
 
 
 def task_kind(key) -> str:
@@ -71,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             model.fit(args.store)
             seconds = time.time() - t0
+        from threadpoolctl import threadpool_info
+
         result = {
             "command": "python -m benchmarks.timeline " + " ".join(argv or sys.argv[1:]),
+            "kernel": describe_kernels(blas_summary(threadpool_info()), worker_blas(client)),
             "fit_s": seconds,
             **model.timings_,
             **summarize(stream.data, t0),
@@ -91,4 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from benchmarks.kernel import run_on_native_kernel
+
+    run_on_native_kernel("benchmarks.timeline")
     raise SystemExit(main())
