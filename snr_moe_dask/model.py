@@ -47,8 +47,11 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         Bin by the store's true ``snr`` or by the observed median flux/error.
     target : str or sequence of str, optional
         Label(s) to predict. Default ``["logg"]``.
-    precision : {"float32", "float64"}, optional
-        Dtype of the centred products (accumulation is always float64).
+    precision : {"refined", "float32", "float64"}, optional
+        ``refined`` (default): float32 products, then one float64 refinement
+        pass over the data, within 1e-6 x std(y) of a float64 fit; ``float32``:
+        the float32 products alone (faster; 1e-6 to 1e-4 x std(y) off on
+        ill-conditioned or badly centred data); ``float64``: float64 products.
     standardize : bool, optional
         Penalize standardized coefficients.
     min_spectra : int, optional
@@ -109,7 +112,13 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
     train_snr_hist_ : (ndarray, ndarray)
         Edges and counts of the SNR that routed the training spectra.
     timings_ : dict
-        Seconds of the pass, the solve and the whole fit.
+        Seconds of the pass, the solve and the whole fit (and the refinement's).
+    accuracy_ : dict
+        With float32 products, per expert: ``estimate``, a conservative a-priori
+        estimate of the float32 error of the training predictions (in units of
+        the target's spread); with ``precision="refined"`` and an estimate above
+        1e-6, also ``correction``, how far the float32 solution was off, and
+        ``remaining``, the estimated error after the refinement rounds.
     path_ : str
         Where the model was saved or loaded from ("" before).
 
@@ -243,6 +252,8 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             "solve": solved["seconds"],
             "total": time.perf_counter() - t0,
         }
+        if "refine_seconds" in solved:  # the refinement's reads (task seconds) and its solve
+            self.timings_["refine"] = solved["refine_seconds"]
         self._fit_record = record
         return self
 
@@ -266,6 +277,11 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             setattr(self, f"{key}_", solved[key])
         for key in ("fallback", "solver", "excluded", "cv"):
             setattr(self, f"{key}_", solved[key])
+        refined = solved.get("accuracy", {})
+        self.accuracy_ = {
+            name: {"estimate": estimate, **refined.get(name, {})}
+            for name, estimate in solved.get("estimate", {}).items()
+        }
         self.gate_ = gate
         self.bin_edges_ = list(settings.edges)
         self.bin_names_ = list(settings.names)

@@ -154,9 +154,11 @@ OPTIONS: tuple[Option, ...] = (
            "observed median flux/error", "fit.routing", "--routing", (FIT,), "routing.type"),
     Option("target", targets, "label(s) to predict, default logg", "fit.target",
            "--target", (FIT,), "fit.target", nargs="+"),
-    Option("precision", choice("float32", "float64"), "dtype of the centred products "
-           "(accumulation is always float64)", "fit.precision", "--precision", (FIT,),
-           "fit.precision"),
+    Option("precision", choice("refined", "float32", "float64"), "refined (default): "
+           "float32 products, then one float64 refinement pass, within 1e-6 x std(y) of "
+           "float64; float32: the products alone (faster, about 1e-6..1e-4 x std(y) off on "
+           "ill-conditioned data); float64: float64 products", "fit.precision",
+           "--precision", (FIT,), "fit.precision"),
     Option("standardize", boolean, "penalize standardized coefficients", "fit.standardize",
            "--standardize", (FIT,), "fit.standardize", action="store_true"),
     Option("min_spectra", POSITIVE, "experts with fewer training spectra fall back to the "

@@ -52,11 +52,12 @@ FITTED = (
     "train_content_",
     "train_reads_",
     "timings_",
+    "accuracy_",
     "train_snr_hist_",
     "path_",
 )
 _PLAIN = ("routing_", "precision_", "train_store_", "train_fingerprint_", "train_content_")
-_JSON = ("fallback_", "solver_", "excluded_", "timings_", "train_reads_")
+_JSON = ("fallback_", "solver_", "excluded_", "timings_", "train_reads_", "accuracy_")
 _GATE_SCALARS = ("leak_intercept", "n_train", "train_accuracy", "leak_r2_train", "feature_set")
 _GATE_ARRAYS = {
     "mean": ("gate_feature",),

@@ -28,7 +28,17 @@ from ..kernels.cv import expert_folds, fold_sse_task, gcv_task
 from ..store import checkpoint as ckpt
 from ..store.fingerprint import is_checksummed, store_fingerprint
 from .settings import FitSettings
-from .tasks import fold, merge_partials, solve_experts, train_gate
+from .tasks import (
+    chunk_routes,
+    fold,
+    merge_partials,
+    merge_refine,
+    refine_chunk,
+    refine_inputs,
+    refine_solution,
+    solve_experts,
+    train_gate,
+)
 
 
 @dataclass
@@ -76,11 +86,15 @@ def run_fit(
             checkpoint, source, settings, partitions, resume, overwrite_checkpoint
         )
     total, folded = build_chains(source, settings, partitions, plan)
-    tasks = [dask.delayed(solve_experts, pure=True)(total, settings, cv_graph(total, settings))]
+    solved = dask.delayed(solve_experts, pure=True)(total, settings, cv_graph(total, settings))
+    if settings.refine:
+        solved = refinement_graph(total, solved, source, settings)
+    tasks = [solved]
     if settings.gate:
         tasks.append(dask.delayed(train_gate, pure=True)(total, settings))
     solved, *gate = run_graph(*tasks, label="fit: one pass over the spectra, then the solve")
-    solved["pass_seconds"] = time.perf_counter() - t0 - solved["seconds"]
+    refine = solved.get("refine_seconds", {}).get("solve", 0.0)
+    solved["pass_seconds"] = time.perf_counter() - t0 - solved["seconds"] - refine
     record = FitRecord(
         solved.pop("snr"),
         solved.pop("route_snr"),
@@ -102,6 +116,33 @@ def default_partitions() -> int:
         import os
 
         return os.cpu_count() or 1
+
+
+REFINE_ROUNDS = 3  # at most; a round no expert needs reads nothing
+
+
+def refinement_graph(total, solved, source: Source, settings: FitSettings):
+    """Refinement rounds, each one more read of every chunk: each expert's exact
+    residual sums, merged pairwise, then one refinement step on the worker holding
+    the statistics. A round after the first reads the chunks only if some expert's
+    estimated error is still above the tolerance (ill-conditioned experts)."""
+    token = dask.base.tokenize(source.token(), settings, "refine")
+    key = "route_snr" if settings.routing == "oracle" else "snr"
+    routes = dask.delayed(chunk_routes, pure=True)(total, key, dask_key_name=f"routes-{token}")
+    for round_ in range(REFINE_ROUNDS):
+        name = f"{token}-{round_}"
+        coefs = dask.delayed(refine_inputs, pure=True)(solved, dask_key_name=f"coefs-{name}")
+        parts = [
+            dask.delayed(refine_chunk, pure=True)(
+                chunk, i, routes, coefs, settings, dask_key_name=f"refine-{name}-{i}"
+            )
+            for i, chunk in enumerate(source.chunks)
+        ]
+        sums = pairwise_tree(parts, merge_refine, f"merge-refine-{name}")
+        solved = dask.delayed(refine_solution, pure=True)(
+            total, solved, sums, settings, dask_key_name=f"refined-{name}"
+        )
+    return solved
 
 
 def split_partitions(n_chunks: int, partitions: int) -> list[range]:

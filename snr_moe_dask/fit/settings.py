@@ -61,6 +61,16 @@ class FitSettings:
         return self.cv.folds if self.cv else 1
 
     @property
+    def products(self) -> str:
+        """The dtype of the pass's products: float32 unless ``precision`` is float64."""
+        return "float64" if self.precision == "float64" else "float32"
+
+    @property
+    def refine(self) -> bool:
+        """Whether a float64 refinement pass follows the solve (``precision="refined"``)."""
+        return self.precision == "refined"
+
+    @property
     def cv_seed(self) -> int:
         return self.cv.seed if self.cv else 0
 

@@ -303,12 +303,32 @@ def _fold_slot(acc: dict, k: int, xk: np.ndarray, yk: np.ndarray, precision: str
     mean_y = yk.mean(axis=0)
     yc = yk - mean_y
     _syrk(xc, acc["sxx"][k])
-    sxy = (xc.T @ yc.astype(xc.dtype)).astype(np.float64)
+    sxy = cross_float64(xc, yc)
     if shift is not None:
         # xc was centred on a float32-rounded mean c, not the mean m:
         # sum (x-c)(x-c)^T = S + n (m-c)(m-c)^T, and sum (x-c)(y-ybar)^T = S_xy.
         _syr(-float(len(xk)), shift, acc["sxx"][k])
     merge_into(acc, k, float(len(xk)), mean_x, mean_y, None, sxy, yc.T @ yc)
+
+
+def cross_float64(xc: np.ndarray, yc: np.ndarray, block: int = 128) -> np.ndarray:
+    """``xc.T @ yc`` summed in float64, shape (n_pixels, n_targets).
+
+    The products cost little (a matrix-vector product per target), but summed
+    in float32 they are the largest rounding error of a float32 fit (about 10x
+    that of the Gram matrix on a badly centred store): ``block`` rows at a time
+    are widened into a buffer that stays in cache.
+    """
+    if xc.dtype == np.float64:
+        return xc.T @ yc
+    out = np.zeros((xc.shape[1], yc.shape[1]))
+    buf = np.empty((min(block, len(xc)), xc.shape[1]))
+    for start in range(0, len(xc), block):
+        rows = slice(start, min(start + block, len(xc)))
+        part = buf[: rows.stop - rows.start]
+        part[...] = xc[rows]
+        out += part.T @ yc[rows]
+    return out
 
 
 def _centre(xk, precision):
