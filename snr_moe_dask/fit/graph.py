@@ -194,8 +194,15 @@ def build_chains(source: Source, settings: FitSettings, partitions: int, plan: d
                 run = range(last + 1, run.stop)
         for i in run:
             end = i == run.stop - 1
+            after = None if end or not source.path else source.chunks[i + 1]
             acc = dask.delayed(fold, pure=True)(
-                acc, i, source.chunks[i], settings, end, dask_key_name=f"fold-{token}-{p}-{i}"
+                acc,
+                i,
+                source.chunks[i],
+                settings,
+                end,
+                after,
+                dask_key_name=f"fold-{token}-{p}-{i}",
             )
             folded += 1
             if plan is not None and (end or (i + 1 - run.start) % plan["every"] == 0):

@@ -26,16 +26,19 @@ PER_CHUNK = ("snr", "route_snr", "features", "target", "digest")
 _COUNTS = ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
 
 
-def fold(acc, index: int, chunk, settings: FitSettings, last: bool = True):
+def fold(acc, index: int, chunk, settings: FitSettings, last: bool = True, after=None):
     """Read one chunk and fold it into ``acc`` (graph task).
 
     ``chunk`` is a :class:`~snr_moe_dask.store.rows.StoreRows` or an
     :class:`~snr_moe_dask.store.rows.ArrayChunk`; ``last`` marks the last chunk
-    of a fold chain, after which ``acc`` is complete. Besides the statistics,
+    of a fold chain, after which ``acc`` is complete; ``after``, the chain's next
+    chunk, is prefetched while this one is folded. Besides the statistics,
     ``acc`` records the chunk's observed SNR, its routing SNR, the gate's
     features and target, and the digest of what was read.
     """
     d = chunk.read()
+    if after is not None:
+        after.prefetch()
     flux, error, mask, y = d["flux"], d["error"], d.get("mask"), d["y"]
     if settings.strict:
         check_no_bad_pixels(flux, error, mask, chunk.start)
