@@ -136,6 +136,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         cv=None,
         cv_seed=None,
         gate=None,
+        calibration=None,
     ):
         self.alpha = alpha
         self.bins = bins
@@ -152,6 +153,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         self.cv = cv
         self.cv_seed = cv_seed
         self.gate = gate
+        self.calibration = calibration
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
