@@ -242,6 +242,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .predict.output import predict_spectra, predict_summary
+    from .store.outputs import check_output
+
+    check_output(args.out, args.overwrite, kind="prediction", inputs=[args.model, args.spectra])
+    with session(args):
+        result = predict_spectra(
+            args.model,
+            args.spectra,
+            args.out,
+            routing=args.routing,
+            target=args.target,
+            overwrite=args.overwrite,
+        )
+    _say(args, predict_summary(result))
+    return 0
+
+
 def cmd_run(args) -> int:
     from .experiment import experiment_inputs, load_experiment, run_experiment
     from .store.outputs import check_output
@@ -260,6 +278,7 @@ COMMANDS = {
     "ingest": cmd_ingest,
     "fit": cmd_fit,
     "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
     "run": cmd_run,
 }
 

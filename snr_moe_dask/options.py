@@ -47,6 +47,7 @@ from .checks import (
     number,
     number_list,
     optional,
+    predict_routing,
     routings,
     targets,
     text,
@@ -131,7 +132,6 @@ class Option:
 FIT, EVALUATE, GENERATE, RUN, CLUSTER = "fit", "evaluate", "generate", "run", "cluster"
 INGEST, PREDICT = "ingest", "predict"
 ALL_COMMANDS = (GENERATE, INGEST, FIT, EVALUATE, PREDICT, RUN)
-PREDICT_ROUTINGS = ("soft", "learned", "observed")
 NONNEG = integer(0)
 POSITIVE = integer(1)
 
@@ -250,7 +250,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ingest_codec", choice("none", "zstd", "lz4"), "chunk compression",
            "ingest.codec", "--codec", (INGEST,)),
     # predict
-    Option("predict_routing", choice(*PREDICT_ROUTINGS), "soft (default with a gate), "
+    Option("predict_routing", predict_routing, "soft (default with a gate), "
            "learned or observed (without); oracle needs a true SNR that observed spectra "
            "do not have", None, "--routing", (PREDICT,)),
     Option("predict_target", text, "which of the model's targets to predict (default: all)",

@@ -54,5 +54,11 @@ def evaluate_summary(result: dict, out: str) -> str:
             for r, e in result["routings"]["by_routing"].items()
             if len(result["routings"]["by_routing"]) > 1
         )
+        + "".join(
+            f"\n  {r:>8}: uncertainty std(z) {e['overall']['z_std']:.3f}, "
+            f"|z| <= 1 for {e['overall']['coverage_1sigma']:.1%}"
+            + ("" if e["meets_targets"] else " (not within the targets in every bin)")
+            for r, e in (result.get("calibration") or {}).get("by_routing", {}).items()
+        )
         + f"\nwrote {out}/report.md, metrics.json, predictions.zarr, figures/"
     )
