@@ -101,10 +101,11 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         The trained gate (see :func:`snr_moe_dask.kernels.gate.fit_gate`), or None.
     calibration_ : dict or None
         Each expert's error model (see :mod:`snr_moe_dask.kernels.calibration`):
-        ``snr_edges`` (n_cal + 1,), ``snr_centre`` (n_cal,), ``variance``
-        (n_experts, n_cal, n_targets) of the exact leave-one-out error,
-        ``count`` (n_cal,), ``n_spectra``, ``chunks`` (those read again),
-        ``task_seconds`` and ``method``; None without calibration.
+        ``snr_edges`` (n_experts, n_cal + 1), ``snr_centre`` (n_experts,
+        n_cal), ``variance`` (n_experts, n_cal, n_targets) of the exact
+        leave-one-out error, ``count`` (n_experts, n_cal), ``n_spectra``,
+        ``chunks`` (those read again), ``task_seconds`` and ``method``; None
+        without calibration.
     n_features_in_ : int
     wavelength_ : ndarray of shape (n_pixels,) or None
         The training grid (None for array input).

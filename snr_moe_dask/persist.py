@@ -67,10 +67,10 @@ _GATE_ARRAYS = {
     "leak_coef": ("gate_feature",),
 }
 _CALIBRATION_ARRAYS = {
-    "snr_edges": ("calibration_edge",),
-    "snr_centre": ("calibration_bin",),
+    "snr_edges": (EXPERT, "calibration_edge"),
+    "snr_centre": (EXPERT, "calibration_bin"),
     "variance": (EXPERT, "calibration_bin", TARGET),
-    "count": ("calibration_bin",),
+    "count": (EXPERT, "calibration_bin"),
 }
 _CV_ARRAYS = {
     "mse": (EXPERT, "cv_fold", "alpha_grid"),

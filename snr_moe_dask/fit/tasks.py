@@ -290,8 +290,8 @@ def calibration_chunk(chunk, system: dict, factors: list, settings: FitSettings)
     Returns
     -------
     dict
-        ``snr`` (m,) observed SNR, ``error`` (m, n_experts, n_targets) and
-        ``seconds``.
+        ``snr`` (m,) observed SNR, ``error`` (m, n_experts, n_targets),
+        ``members`` (m, n_experts) which experts trained on each, and ``seconds``.
     """
     t0 = time.perf_counter()
     d = chunk.read()
@@ -303,27 +303,35 @@ def calibration_chunk(chunk, system: dict, factors: list, settings: FitSettings)
     use, _ = select_rows(bad, y, bins, settings.n_bins, settings.max_bad_fraction)
     pred = expert_predictions(flux, bad, system["coef"], system["intercept"], system["mean_x"])
     error = y[:, None, :] - pred
+    members = np.zeros((len(flux), len(factors)), dtype=bool)
     for e, factor in enumerate(factors):
-        if factor is None:
-            error[:, e] = error[:, 0]  # served by the global model
+        if factor is None:  # served by the global model: its errors and training set
+            error[:, e], members[:, e] = error[:, 0], members[:, 0]
             continue
-        rows = np.flatnonzero(use & ((bins == e - 1) if e else True))
+        members[:, e] = use & ((bins == e - 1) if e else True)
+        rows = np.flatnonzero(members[:, e])
         xc = np.where(bad[rows], 0.0, flux[rows] - system["mean_x"][e])
         error[rows, e] = loo_residuals(error[rows, e], hat_diagonal(xc, factor))
     keep = use & np.isfinite(snr)
-    return {"snr": snr[keep], "error": error[keep], "seconds": time.perf_counter() - t0}
+    return {
+        "snr": snr[keep],
+        "error": error[keep],
+        "members": members[keep],
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def fit_calibration(parts: list, factors: list, settings: FitSettings, chunks: list) -> dict | None:
     """The error model from the sampled chunks' held-out errors (graph task)."""
     snr = np.concatenate([p["snr"] for p in parts])
     error = np.concatenate([p["error"] for p in parts])
-    table = calibration_table(snr, error**2, settings.calibration_bins)
+    members = np.concatenate([p["members"] for p in parts])
+    table = calibration_table(snr, error**2, settings.calibration_bins, members)
     if table is None:
         return None
     seconds = sum(p["seconds"] for p in parts) + sum(f["seconds"] for f in factors if f)
     table.update(
-        method="exact leave-one-out residuals in observed-SNR quantile bins",
+        method="exact leave-one-out residuals in each expert's observed-SNR quantile bins",
         n_spectra=int(snr.size),
         chunks=[int(c) for c in chunks],
         task_seconds=float(seconds),

@@ -18,8 +18,12 @@ its plain residual is its held-out error.
 
 Each expert's squared held-out errors, over a sample of the training
 spectra, are averaged in quantile bins of the observed SNR (median
-flux/error); the variance at any SNR is interpolated linearly between the
-bins' median SNRs and held constant beyond the first and last.
+flux/error). The bins are the expert's own: quantiles of an SNR distribution
+in which its training spectra weigh half and all sampled spectra the other
+half, so a small expert (the high-SNR bin's) gets fine bins over the SNRs it
+serves and coarse ones elsewhere, where soft routing gives it little weight.
+The variance at any SNR is interpolated linearly between the bins' median
+SNRs and held constant beyond the first and last.
 
 A routed prediction's uncertainty
 ---------------------------------
@@ -121,7 +125,32 @@ def loo_residuals(residual: np.ndarray, h: np.ndarray) -> np.ndarray:
         return residual / (1.0 - h).reshape((-1,) + (1,) * (np.ndim(residual) - 1))
 
 
-def calibration_table(snr: np.ndarray, sq_error: np.ndarray, n_bins: int) -> dict | None:
+def expert_edges(snr: np.ndarray, members: np.ndarray | None, n_bins: int) -> np.ndarray:
+    """Quantile edges of the observed SNR in which the expert's own training spectra
+    weigh half (all spectra the other half), so that its bins are finest where it
+    serves; plain quantiles when every (or no) spectrum is a member.
+
+    Returns
+    -------
+    ndarray of shape (n_bins + 1,)
+        From min(snr) to max(snr), non-decreasing.
+    """
+    q = np.linspace(0.0, 1.0, n_bins + 1)
+    n_members = 0 if members is None else int(members.sum())
+    if n_members in (0, snr.size):
+        return np.quantile(snr, q)
+    weight = 0.5 / snr.size + 0.5 * members / n_members
+    order = np.argsort(snr, kind="stable")
+    w = weight[order]
+    position = (np.cumsum(w) - 0.5 * w) / w.sum()
+    edges = np.interp(q, position, snr[order])
+    edges[0], edges[-1] = snr.min(), snr.max()
+    return edges
+
+
+def calibration_table(
+    snr: np.ndarray, sq_error: np.ndarray, n_bins: int, members: np.ndarray | None = None
+) -> dict | None:
     """Each expert's mean squared held-out error in quantile bins of observed SNR.
 
     Parameters
@@ -129,43 +158,43 @@ def calibration_table(snr: np.ndarray, sq_error: np.ndarray, n_bins: int) -> dic
     snr : ndarray of shape (m,)
         Observed SNR of each sampled spectrum (finite).
     sq_error : ndarray of shape (m, n_experts, n_targets)
-        Squared held-out (leave-one-out) errors.
+        Squared held-out (leave-one-out) errors; non-finite ones are left out.
     n_bins : int
-        Quantile bins (fewer when the SNRs repeat).
+        Bins per expert.
+    members : ndarray of bool, shape (m, n_experts), optional
+        Which spectra each expert was trained on: its bins are quantiles in
+        which they weigh half (:func:`expert_edges`). None: one set of plain
+        quantile bins for every expert.
 
     Returns
     -------
     dict or None
-        None without a sample. Otherwise ``snr_edges`` (n_bins + 1,),
-        ``snr_centre`` (n_bins,) the bins' median SNR, ``variance``
-        (n_experts, n_bins, n_targets) (NaN where no error was finite) and
-        ``count`` (n_bins,).
+        None without a sample. Otherwise ``snr_edges`` (n_experts, n_bins +
+        1), ``snr_centre`` (n_experts, n_bins) each bin's median SNR,
+        ``variance`` (n_experts, n_bins, n_targets) and ``count``
+        (n_experts, n_bins); an empty bin (between repeated edges) has NaN
+        centre and variance and count 0.
     """
     snr = np.asarray(snr, dtype=np.float64)
     if snr.size == 0:
         return None
-    edges = np.unique(np.quantile(snr, np.linspace(0.0, 1.0, n_bins + 1)))
-    if edges.size == 1:
-        edges = np.repeat(edges, 2)
-    k = np.clip(np.searchsorted(edges, snr, side="right") - 1, 0, edges.size - 2)
-    n_used = edges.size - 1
-    count = np.bincount(k, minlength=n_used)
-    keep = count > 0  # a bin between repeated quantiles can be empty
     _, n_experts, n_targets = sq_error.shape
-    variance = np.empty((n_experts, n_used, n_targets))
+    edges = np.empty((n_experts, n_bins + 1))
+    centre = np.full((n_experts, n_bins), np.nan)
+    variance = np.full((n_experts, n_bins, n_targets), np.nan)
+    count = np.zeros((n_experts, n_bins), dtype=np.int64)
     for e in range(n_experts):
+        edges[e] = expert_edges(snr, None if members is None else members[:, e], n_bins)
+        k = np.clip(np.searchsorted(edges[e], snr, side="right") - 1, 0, n_bins - 1)
+        count[e] = np.bincount(k, minlength=n_bins)
+        for b in np.flatnonzero(count[e]):
+            centre[e, b] = np.median(snr[k == b])
         for t in range(n_targets):
             finite = np.isfinite(sq_error[:, e, t])
-            total = np.bincount(k[finite], weights=sq_error[finite, e, t], minlength=n_used)
-            n = np.bincount(k[finite], minlength=n_used)
+            total = np.bincount(k[finite], weights=sq_error[finite, e, t], minlength=n_bins)
+            n = np.bincount(k[finite], minlength=n_bins)
             variance[e, :, t] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-    centre = np.array([np.median(snr[k == b]) if keep[b] else np.nan for b in range(n_used)])
-    return {
-        "snr_edges": edges,
-        "snr_centre": centre[keep],
-        "variance": variance[:, keep],
-        "count": count[keep].astype(np.int64),
-    }
+    return {"snr_edges": edges, "snr_centre": centre, "variance": variance, "count": count}
 
 
 def expert_variance(table: dict, snr: np.ndarray) -> np.ndarray:
@@ -180,20 +209,18 @@ def expert_variance(table: dict, snr: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of shape (m, n_experts, n_targets)
-        Interpolated linearly between the bins' median SNRs (those with a
-        finite variance), constant beyond them; NaN where the SNR is NaN.
+        Interpolated linearly between the expert's bins' median SNRs (those
+        with a finite variance), constant beyond them; NaN where the SNR is NaN.
     """
     snr = np.asarray(snr, dtype=np.float64)
     centre, variance = table["snr_centre"], table["variance"]
     n_experts, _, n_targets = variance.shape
-    out = np.empty((snr.size, n_experts, n_targets))
+    out = np.full((snr.size, n_experts, n_targets), np.nan)
     for e in range(n_experts):
         for t in range(n_targets):
-            ok = np.isfinite(variance[e, :, t])
+            ok = np.isfinite(variance[e, :, t]) & np.isfinite(centre[e])
             if ok.any():
-                out[:, e, t] = np.interp(snr, centre[ok], variance[e, ok, t])
-            else:
-                out[:, e, t] = np.nan
+                out[:, e, t] = np.interp(snr, centre[e, ok], variance[e, ok, t])
     out[np.isnan(snr)] = np.nan
     return out
 

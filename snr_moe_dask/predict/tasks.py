@@ -143,7 +143,7 @@ def flag_spectra(block: dict, routed_bin, fallback, params: dict, n_pixels: int)
     if cal is None:
         flag |= FLAGS["NO_UNCERTAINTY"]
     else:
-        lo, hi = cal["snr_edges"][0], cal["snr_edges"][-1]
+        lo, hi = cal["snr_edges"][0, 0], cal["snr_edges"][0, -1]  # the sample's range
         snr = block["snr_observed"]
         flag |= np.where((snr < lo) | (snr > hi), FLAGS["SNR_EXTRAPOLATED"], 0)
     return flag

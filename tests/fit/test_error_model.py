@@ -50,7 +50,8 @@ def test_error_model_is_binned_loo_residuals_of_sklearn_refits(routing):
     errors = np.stack(
         [sklearn_held_out(flux, y, m, 2.0) for m in (np.ones_like(lo), lo, ~lo)], axis=1
     )
-    table = calibration_table(snr, errors[:, :, None] ** 2, 4)
+    members = np.stack([np.ones_like(lo), lo, ~lo], axis=1)
+    table = calibration_table(snr, errors[:, :, None] ** 2, 4, members)
     assert cal["n_spectra"] == len(y) and cal["chunks"] == [0]
     np.testing.assert_allclose(cal["snr_edges"], table["snr_edges"], rtol=1e-12)
     np.testing.assert_allclose(cal["snr_centre"], table["snr_centre"], rtol=1e-12)

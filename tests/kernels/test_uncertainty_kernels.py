@@ -54,20 +54,36 @@ def test_calibration_table_is_the_mean_squared_error_per_quantile_bin():
     sq = rng.exponential(size=(1000, 3, 2)) / snr[:, None, None]
     table = C.calibration_table(snr, sq, 4)
     edges = np.quantile(snr, [0, 0.25, 0.5, 0.75, 1])
-    np.testing.assert_allclose(table["snr_edges"], edges)
-    for b in range(4):
-        inside = (snr >= edges[b]) & ((snr < edges[b + 1]) | (b == 3))
-        np.testing.assert_allclose(table["variance"][:, b], sq[inside].mean(axis=0))
-        assert table["snr_centre"][b] == np.median(snr[inside])
-        assert table["count"][b] == inside.sum()
-    assert table["count"].sum() == 1000
+    for e in range(3):
+        np.testing.assert_allclose(table["snr_edges"][e], edges)
+        for b in range(4):
+            inside = (snr >= edges[b]) & ((snr < edges[b + 1]) | (b == 3))
+            np.testing.assert_allclose(table["variance"][e, b], sq[inside, e].mean(axis=0))
+            assert table["snr_centre"][e, b] == np.median(snr[inside])
+            assert table["count"][e, b] == inside.sum()
+    assert (table["count"].sum(axis=1) == 1000).all()
     assert C.calibration_table(np.zeros(0), np.zeros((0, 3, 2)), 4) is None
     one = C.calibration_table(np.full(5, 2.0), np.ones((5, 1, 1)), 4)
-    assert one["variance"].shape == (1, 1, 1) and one["count"].tolist() == [5]
+    assert one["count"].sum() == 5 and np.nanmax(one["variance"]) == 1.0
+
+
+def test_an_experts_bins_are_finest_where_its_training_spectra_are():
+    rng = np.random.default_rng(2)
+    snr = rng.uniform(0.5, 9, 4000)
+    members = np.stack([np.ones(4000, bool), snr > 7.0], axis=1)
+    table = C.calibration_table(snr, np.ones((4000, 2, 1)), 8, members)
+    high = table["snr_edges"][1]
+    assert high[0] == snr.min() and high[-1] == snr.max()
+    inside = (high[:-1] >= 7.0).sum()
+    assert 3 <= inside <= 5  # about half the bins over the 20 % of spectra above 7
+    assert table["count"][1].sum() == 4000
 
 
 def test_expert_variance_interpolates_between_bin_medians_and_clamps():
-    table = {"snr_centre": np.array([1.0, 3.0]), "variance": np.array([[[4.0], [2.0]]])}
+    table = {
+        "snr_centre": np.array([[1.0, 3.0, np.nan]]),
+        "variance": np.array([[[4.0], [2.0], [np.nan]]]),
+    }
     out = C.expert_variance(table, np.array([0.0, 1.0, 2.0, 3.0, 10.0, np.nan]))
     np.testing.assert_array_equal(out[:5, 0, 0], [4.0, 4.0, 3.0, 2.0, 2.0])
     assert np.isnan(out[5]).all()
