@@ -31,6 +31,13 @@ def fit_summary(model, path: str, seconds: float) -> str:
             f"{cv['alphas'][0]:.3g}..{cv['alphas'][-1]:.3g} (fixed alpha "
             f"{cv['alpha_fixed']:.3g} also solved, for comparison)"
         )
+    cal = model.calibration_
+    if cal:
+        lines.append(
+            f"  uncertainties: exact leave-one-out errors of {cal['n_spectra']:,} training "
+            f"spectra (chunks {cal['chunks']} read again), {cal['variance'].shape[1]} "
+            f"observed-SNR bins per expert; {cal['task_seconds']:.1f} s of task time"
+        )
     exc = model.excluded_
     lines.append(
         "  excluded spectra: "
