@@ -1,7 +1,8 @@
 """SNR-binned mixture-of-experts ridge regression on millions of spectra, with Dask.
 
 The public API: :class:`SNRBinnedRidge` (the estimator), :func:`load_model`,
-:func:`evaluate_model`, :func:`open_spectra`, :func:`generate_survey`,
+:func:`evaluate_model`, :func:`predict_spectra`, :func:`open_spectra`,
+:func:`write_spectra`, :func:`ingest_spectra`, :func:`generate_survey`,
 :func:`survey_dataset` and :class:`StoreError`.
 """
 
@@ -16,9 +17,12 @@ __all__ = [
     "StoreError",
     "evaluate_model",
     "generate_survey",
+    "ingest_spectra",
     "load_model",
     "open_spectra",
+    "predict_spectra",
     "survey_dataset",
+    "write_spectra",
     "__version__",
 ]
 
@@ -27,6 +31,9 @@ _LAZY = {
     "load_model": ("model", "load_model"),
     "evaluate_model": ("evaluation.graph", "evaluate_model"),
     "open_spectra": ("store.schema", "open_spectra"),
+    "write_spectra": ("store.writer", "write_spectra"),
+    "ingest_spectra": ("ingest.graph", "ingest_spectra"),
+    "predict_spectra": ("predict.output", "predict_spectra"),
     "generate_survey": ("survey.generate", "generate_survey"),
     "survey_dataset": ("survey.generate", "survey_dataset"),
 }

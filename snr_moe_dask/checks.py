@@ -364,3 +364,19 @@ def duration(value) -> float:
 
 
 duration.expected = "a duration such as 30s"
+
+
+def predict_routing(value) -> str:
+    """A routing for spectra without labels: soft, learned or observed."""
+    if value in ("soft", "learned", "observed"):
+        return value
+    raise Invalid(PREDICT_ROUTING, choices=("soft", "learned", "observed"))
+
+
+PREDICT_ROUTING = (
+    "soft, learned or observed (oracle routing needs each spectrum's true SNR, which "
+    "observed spectra do not have)"
+)
+predict_routing.expected = PREDICT_ROUTING
+predict_routing.choices = ("soft", "learned", "observed")
+predict_routing.yaml_types = (str,)

@@ -1,4 +1,4 @@
-"""The ``snr-moe`` command: generate, fit, evaluate, run.
+"""The ``snr-moe`` command: generate, ingest, fit, evaluate, predict, run.
 
 Every subcommand runs on a cluster from :func:`snr_moe_dask.cluster.get_client`
 (a LocalCluster by default) and closes it on exit. Errors in the input end the
@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true")
     _add_options(g, "generate")
 
+    i = sub.add_parser("ingest", help="write pfsspec shards or PFS pipeline files to a store")
+    i.add_argument("sources", nargs="+", metavar="SOURCE", help="files, or folders of them")
+    i.add_argument("--out", required=True, help="output spectra store, e.g. spectra.zarr")
+    i.add_argument("--overwrite", action="store_true")
+    _add_options(i, "ingest")
+
     f = sub.add_parser("fit", help="fit the global model and one expert per SNR bin")
     f.add_argument("train", help="training store")
     f.add_argument("--model", required=True, help="output model store, e.g. model.zarr")
@@ -89,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--overwrite", action="store_true")
     _add_options(e, "evaluate")
+
+    p = sub.add_parser("predict", help="predict spectra without labels: predictions and catalog")
+    p.add_argument("model", help="model store")
+    p.add_argument("spectra", help="spectra store (e.g. from snr-moe ingest)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true")
+    _add_options(p, "predict")
 
     r = sub.add_parser("run", help="run a whole experiment from a YAML config")
     r.add_argument("config", help="experiment YAML, e.g. configs/demo.yaml")
@@ -126,6 +139,31 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_ingest(args) -> int:
+    from .ingest.graph import ingest_spectra, ingest_summary
+
+    if args.format is None:
+        raise ValueError("--format is required: pfsspec (HDF5 shards) or pfs (pipeline FITS)")
+    with session(args):
+        result = ingest_spectra(
+            args.sources,
+            args.out,
+            format=args.format,
+            noise_level=args.noise_level,
+            seed=args.seed,
+            snr_definition=args.snr_definition,
+            wavelength_grid=args.wavelength_grid,
+            resample=args.resample,
+            ignore_flags=args.ignore_flags,
+            apply_norm=bool(args.apply_norm),
+            chunk_size=args.chunk_size,
+            codec=args.codec,
+            overwrite=args.overwrite,
+        )
+    _say(args, ingest_summary(result))
+    return 0
+
+
 def fit_params(args) -> dict:
     return {
         "alpha": args.alpha,
@@ -141,6 +179,7 @@ def fit_params(args) -> dict:
         "strict": args.strict,
         "alphas": args.alpha_grid,
         "cv": args.cv_folds,
+        "calibration": args.calibration_spectra,
     }
 
 
@@ -203,6 +242,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .predict.output import predict_spectra, predict_summary
+    from .store.outputs import check_output
+
+    check_output(args.out, args.overwrite, kind="prediction", inputs=[args.model, args.spectra])
+    with session(args):
+        result = predict_spectra(
+            args.model,
+            args.spectra,
+            args.out,
+            routing=args.routing,
+            target=args.target,
+            overwrite=args.overwrite,
+        )
+    _say(args, predict_summary(result))
+    return 0
+
+
 def cmd_run(args) -> int:
     from .experiment import experiment_inputs, load_experiment, run_experiment
     from .store.outputs import check_output
@@ -216,7 +273,14 @@ def cmd_run(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "fit": cmd_fit, "evaluate": cmd_evaluate, "run": cmd_run}
+COMMANDS = {
+    "generate": cmd_generate,
+    "ingest": cmd_ingest,
+    "fit": cmd_fit,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "run": cmd_run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

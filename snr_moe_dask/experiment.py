@@ -160,6 +160,7 @@ def model_params(exp: dict) -> dict:
         "max_bad_fraction": fit.get("max_bad_fraction"),
         "partitions": fit.get("partitions"),
         "strict": fit.get("strict"),
+        "calibration": fit.get("calibration_spectra"),
     }
 
 

@@ -102,6 +102,13 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         ``intercept_fixed``).
     gate_ : dict or None
         The trained gate (see :func:`snr_moe_dask.kernels.gate.fit_gate`), or None.
+    calibration_ : dict or None
+        Each expert's error model (see :mod:`snr_moe_dask.kernels.calibration`):
+        ``snr_edges`` (n_experts, n_cal + 1), ``snr_centre`` (n_experts,
+        n_cal), ``variance`` (n_experts, n_cal, n_targets) of the exact
+        leave-one-out error, ``count`` (n_experts, n_cal), ``n_spectra``,
+        ``chunks`` (those read again), ``task_seconds`` and ``method``; None
+        without calibration.
     n_features_in_ : int
     wavelength_ : ndarray of shape (n_pixels,) or None
         The training grid (None for array input).
@@ -145,6 +152,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         cv=None,
         cv_seed=None,
         gate=None,
+        calibration=None,
     ):
         self.alpha = alpha
         self.bins = bins
@@ -161,6 +169,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         self.cv = cv
         self.cv_seed = cv_seed
         self.gate = gate
+        self.calibration = calibration
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -275,7 +284,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         """The fitted attributes (see :data:`snr_moe_dask.persist.FITTED`)."""
         for key in ("coef", "intercept", "mean_x", "experts", "n_train", "alpha"):
             setattr(self, f"{key}_", solved[key])
-        for key in ("fallback", "solver", "excluded", "cv"):
+        for key in ("fallback", "solver", "excluded", "cv", "calibration"):
             setattr(self, f"{key}_", solved[key])
         refined = solved.get("accuracy", {})
         self.accuracy_ = {

@@ -47,6 +47,7 @@ from .checks import (
     number,
     number_list,
     optional,
+    predict_routing,
     routings,
     targets,
     text,
@@ -129,7 +130,8 @@ class Option:
 
 
 FIT, EVALUATE, GENERATE, RUN, CLUSTER = "fit", "evaluate", "generate", "run", "cluster"
-ALL_COMMANDS = (GENERATE, FIT, EVALUATE, RUN)
+INGEST, PREDICT = "ingest", "predict"
+ALL_COMMANDS = (GENERATE, INGEST, FIT, EVALUATE, PREDICT, RUN)
 NONNEG = integer(0)
 POSITIVE = integer(1)
 
@@ -180,6 +182,12 @@ OPTIONS: tuple[Option, ...] = (
            "fit.checkpoint-every"),
     Option("buffer_mb", number(0), "MiB per fold chain for rows waiting for their bin's "
            "product", "fit.buffer-mb"),
+    Option("calibration", NONNEG, "training spectra (about; whole chunks evenly spread) read "
+           "again after the solve for each expert's leave-one-out error model, the "
+           "uncertainties of predict and evaluate (0: none)", "fit.calibration.spectra",
+           "--calibration-spectra", (FIT,), "fit.calibration_spectra"),
+    Option("calibration_bins", integer(1), "observed-SNR quantile bins of the error model",
+           "fit.calibration.snr-bins"),
     # evaluate
     Option("routings", routings, "one or more of oracle,observed,learned,soft "
            "(comma-separated; the first is the primary result, all are compared); default: "
@@ -217,6 +225,38 @@ OPTIONS: tuple[Option, ...] = (
     Option("test_size", POSITIVE, "test spectra", None, None, (), "data.test_size"),
     Option("train_store", text, "training store path", None, None, (), "data.train_store"),
     Option("test_store", text, "test store path", None, None, (), "data.test_store"),
+    # ingest
+    Option("format", choice("pfsspec", "pfs"), "the sources' format: pfsspec HDF5 shards or "
+           "PFS pipeline FITS files (pfsArm, pfsMerged, pfsObject, pfsSingle)", None,
+           "--format", (INGEST,)),
+    Option("ingest_noise_level", number(0), "pfsspec: noise added to the noiseless model "
+           "flux, in units of its error (default 1)", "ingest.noise-level", "--noise-level",
+           (INGEST,)),
+    Option("ingest_seed", NONNEG, "pfsspec: seed of the noise (spectrum i draws from its own "
+           "stream)", "ingest.seed", "--seed", (INGEST,)),
+    Option("snr_definition", choice("median", "norm"), "pfsspec: the true snr, median of "
+           "flux/error (the store's, default) or the study's ||flux|| / ||error * "
+           "noise_level||", "ingest.snr-definition", "--snr-definition", (INGEST,)),
+    Option("wavelength_grid", text, "resample every spectrum onto the wavelength grid of "
+           "this spectra or model store", None, "--wavelength-grid", (INGEST,),
+           metavar="STORE_OR_MODEL"),
+    Option("resample", choice("linear", "flux"), "with --wavelength-grid: linear "
+           "interpolation (default) or flux-conserving rebinning", "ingest.resample",
+           "--resample", (INGEST,)),
+    Option("ignore_flags", name_list, "PFS: mask planes that do not make a pixel bad, e.g. "
+           "REFLINE", None, "--ignore-flags", (INGEST,), metavar="PLANE,..."),
+    Option("apply_norm", boolean, "PFS pfsArm/pfsMerged: divide flux and error by the NORM "
+           "HDU", None, "--apply-norm", (INGEST,), action="store_true"),
+    Option("ingest_chunk_size", POSITIVE, "spectra per chunk of the store",
+           "ingest.chunk-size", "--chunk-size", (INGEST,)),
+    Option("ingest_codec", choice("none", "zstd", "lz4"), "chunk compression",
+           "ingest.codec", "--codec", (INGEST,)),
+    # predict
+    Option("predict_routing", predict_routing, "soft (default with a gate), "
+           "learned or observed (without); oracle needs a true SNR that observed spectra "
+           "do not have", None, "--routing", (PREDICT,)),
+    Option("predict_target", text, "which of the model's targets to predict (default: all)",
+           None, "--target", (PREDICT,)),
     # cluster
     Option("cluster", cluster_kind, "local (default), slurm, pbs, or a scheduler address "
            "tcp://HOST:PORT", "cluster.kind", "--cluster", ALL_COMMANDS, "cluster.kind"),

@@ -37,6 +37,7 @@ FITTED = (
     "excluded_",
     "cv_",
     "gate_",
+    "calibration_",
     "bin_edges_",
     "bin_names_",
     "routing_",
@@ -65,6 +66,12 @@ _GATE_ARRAYS = {
     "coef": ("bin", "gate_feature"),
     "intercept": ("bin",),
     "leak_coef": ("gate_feature",),
+}
+_CALIBRATION_ARRAYS = {
+    "snr_edges": (EXPERT, "calibration_edge"),
+    "snr_centre": (EXPERT, "calibration_bin"),
+    "variance": (EXPERT, "calibration_bin", TARGET),
+    "count": (EXPERT, "calibration_bin"),
 }
 _CV_ARRAYS = {
     "mse": (EXPERT, "cv_fold", "alpha_grid"),
@@ -118,7 +125,23 @@ def to_dataset(state: dict) -> xr.Dataset:
         ds = _with_gate(ds, state["gate_"])
     if state["cv_"]:
         ds = _with_cv(ds, state["cv_"])
+    if state["calibration_"]:
+        ds = _with_calibration(ds, state["calibration_"])
     return ds
+
+
+def _with_calibration(ds: xr.Dataset, calibration: dict) -> xr.Dataset:
+    for key, dims in _CALIBRATION_ARRAYS.items():
+        ds[f"calibration_{key}"] = (dims, np.asarray(calibration[key]))
+    scalars = {k: v for k, v in calibration.items() if k not in _CALIBRATION_ARRAYS}
+    ds.attrs["calibration"] = json.dumps(scalars)
+    return ds
+
+
+def _read_calibration(ds: xr.Dataset) -> dict:
+    out = {key: ds[f"calibration_{key}"].values for key in _CALIBRATION_ARRAYS}
+    out.update(json.loads(ds.attrs.get("calibration", "{}")))
+    return out
 
 
 def _with_gate(ds: xr.Dataset, gate: dict) -> xr.Dataset:
@@ -192,6 +215,7 @@ def read_model(path: str | os.PathLike) -> dict:
         **{k: json.loads(a.get(k[:-1], "{}")) for k in _JSON},
         "gate_": _read_gate(ds) if "gate_coef" in ds else None,
         "cv_": _read_cv(ds) if "cv_mse" in ds else None,
+        "calibration_": _read_calibration(ds) if "calibration_variance" in ds else None,
     }
     return state
 
@@ -228,6 +252,8 @@ def _check_complete_model(ds: xr.Dataset, name: str) -> None:
     if "cv_mse" in ds:
         names = [k if k.endswith("fixed") else f"cv_{k}" for k in _CV_ARRAYS]
         missing += [v for v in names if v not in ds]
+    if "calibration_variance" in ds:
+        missing += [f"calibration_{k}" for k in _CALIBRATION_ARRAYS if f"calibration_{k}" not in ds]
     missing += [f"attribute {a!r}" for a in _REQUIRED_ATTRS if a not in ds.attrs]
     if EXPERT not in ds.coords or TARGET not in ds.coords or WAVELENGTH not in ds.coords:
         missing.append("coordinates 'expert', 'target' and 'wavelength'")

@@ -27,10 +27,16 @@ from ..graph import pairwise_tree, run_graph
 from ..kernels import metrics as M
 from ..model import SNRBinnedRidge, load_model
 from ..options import resolve
-from ..predict.graph import check_gate, model_params, parse_routings, pred_vars
+from ..predict.graph import (
+    check_compatible,
+    check_gate,
+    model_params,
+    parse_routings,
+    pred_vars,
+)
 from ..store.fingerprint import chunk_digests, content_hash, is_checksummed, store_fingerprint
 from ..store.outputs import atomic_path, check_output, write_json, write_manifest
-from ..store.schema import SPECTRUM, WAVELENGTH, write_zarr
+from ..store.schema import SPECTRUM, write_zarr
 from .summary import summarize
 from .tasks import merge_summaries, write_and_summarize
 
@@ -172,26 +178,6 @@ def is_training_store(model: SNRBinnedRidge, path: str) -> bool:
         return False  # it lacks what the fit read: not the same store
     digests = chunk_digests(source.chunks)
     return content_hash(np.concatenate(digests)) == model.train_content_
-
-
-def check_compatible(model: SNRBinnedRidge, ds: xr.Dataset, test_name: str) -> None:
-    """Refuse a test store whose pixels do not match the model's, naming both."""
-    model_name = model.path_ or "the model"
-    n = ds.sizes.get(WAVELENGTH)
-    if n != model.n_features_in_:
-        raise ValueError(
-            f"model {model_name!r} has {model.n_features_in_} pixels but store "
-            f"{test_name!r} has {n}; evaluate on a store with the training grid"
-        )
-    wave = model.wavelength_
-    if wave is not None and not np.allclose(ds[WAVELENGTH].values, wave, rtol=0, atol=1e-6):
-        diff = np.abs(ds[WAVELENGTH].values - wave)
-        i = int(np.argmax(diff))
-        raise ValueError(
-            f"wavelength grid of store {test_name!r} differs from model {model_name!r}'s "
-            f"training grid (pixel {i}: {ds[WAVELENGTH].values[i]!r} vs {wave[i]!r}); "
-            "resample the spectra onto the training grid"
-        )
 
 
 def evaluate_into(model: SNRBinnedRidge, plan: Evaluation, directory: Path) -> dict:

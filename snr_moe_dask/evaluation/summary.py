@@ -52,6 +52,11 @@ def summarize(
         "fallback": model.fallback_,
         "routings": routing_comparison(model, summary, compared, params, gains),
         **({"alpha_cv": alpha_comparison(model, compared, params)} if params.get("fixed") else {}),
+        **(
+            {"calibration": calibration_section(model, summary, params)}
+            if "calibration" in summary
+            else {}
+        ),
     }
 
 
@@ -197,3 +202,59 @@ def alpha_comparison(model, compared, params: dict) -> dict:
             for nm, m in zip(names, per_bin)
         },
     }
+
+
+#: The issue's targets for calibrated uncertainties, per SNR bin.
+Z_STD_RANGE = (0.9, 1.1)
+COVERAGE_RANGE = (0.63, 0.73)
+
+
+def z_statistics(sums: np.ndarray) -> dict:
+    """Mean, standard deviation and RMS of z, and the shares with |z| <= 1 and <= 2,
+    from :func:`snr_moe_dask.evaluation.tasks.z_sums` of one slot (or pooled)."""
+    n, s1, s2, c1, c2 = (float(v) for v in sums)
+    if n == 0:
+        nan = float("nan")
+        return {"n": 0, "z_mean": nan, "z_std": nan, "z_rms": nan, "coverage_1sigma": nan,
+                "coverage_2sigma": nan}  # fmt: skip
+    mean = s1 / n
+    return {
+        "n": int(n),
+        "z_mean": mean,
+        "z_std": float(np.sqrt(max(s2 / n - mean * mean, 0.0))),
+        "z_rms": float(np.sqrt(s2 / n)),
+        "coverage_1sigma": c1 / n,
+        "coverage_2sigma": c2 / n,
+    }
+
+
+def _meets(stats: dict) -> bool:
+    return bool(
+        Z_STD_RANGE[0] <= stats["z_std"] <= Z_STD_RANGE[1]
+        and COVERAGE_RANGE[0] <= stats["coverage_1sigma"] <= COVERAGE_RANGE[1]
+    )
+
+
+def calibration_section(model, summary: dict, params: dict) -> dict:
+    """The ``calibration`` section of metrics.json: per routing, z = (pred - truth) / sigma
+    overall and per bin (true bins when the store knows the true SNR), against the
+    targets std(z) in [0.9, 1.1] and 63-73 % with |z| <= 1."""
+    names = list(model.bin_names_)
+    cal = model.calibration_
+    out = {
+        "method": cal.get("method", ""),
+        "n_calibration_spectra": cal.get("n_spectra"),
+        "grouped_by": "true bin" if params.get("by_true") else f"{params['routings'][0]} bin",
+        "targets": {"z_std": list(Z_STD_RANGE), "coverage_1sigma": list(COVERAGE_RANGE)},
+        "by_routing": {},
+    }
+    for r, sums in summary["calibration"].items():
+        bins = {name: z_statistics(sums[k]) for k, name in enumerate(names)}
+        overall = z_statistics(sums.sum(axis=0))
+        populated = [b for b in bins.values() if b["n"]]
+        out["by_routing"][r] = {
+            "overall": overall,
+            "bins": bins,
+            "meets_targets": bool(populated) and all(_meets(b) for b in populated),
+        }
+    return out

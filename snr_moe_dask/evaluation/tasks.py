@@ -94,12 +94,28 @@ def chunk_summary(
             n_bins, n_bins + 1
         )
         out["fallback"][r] = np.array([(block[f"fallback_{r}"] & block["used"]).sum()])
+    if params.get("calibration") is not None:
+        out["calibration"] = {
+            r: z_sums(block[f"y_{r}"], y, block[f"err_{r}"], ref_slots, n_bins + 1)
+            for r in params["routings"]
+        }
     if counts is not None:
         boot_preds = [yg] + [block[f"y_{r}"] for r in params["routings"]]
         out["boot"] = M.bootstrap_sums(
             counts, y, boot_preds, slots, n_bins + 1, seed=seed, chunk_index=chunk
         )
     return out
+
+
+def z_sums(pred, y, sigma, slots, n_slots: int) -> np.ndarray:
+    """Per-slot sums of the standardized errors ``z = (pred - y) / sigma``: count, sum
+    of z, sum of z^2, and how many have |z| <= 1 and <= 2; shape (n_slots, 5)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (pred - y) / sigma
+    ok = (slots >= 0) & np.isfinite(z)
+    s, z = slots[ok], z[ok]
+    columns = [np.ones_like(z), z, z**2, np.abs(z) <= 1, np.abs(z) <= 2]
+    return np.stack([np.bincount(s, weights=c, minlength=n_slots) for c in columns], axis=1)
 
 
 def write_and_summarize(

@@ -24,12 +24,17 @@ import numpy as np
 
 from ..graph import pairwise_tree, run_graph
 from ..inputs import Source
+from ..kernels.calibration import sample_chunks
 from ..kernels.cv import expert_folds, fold_sse_task, gcv_task
 from ..store import checkpoint as ckpt
 from ..store.fingerprint import is_checksummed, store_fingerprint
 from .settings import FitSettings
 from .tasks import (
+    calibration_chunk,
     chunk_routes,
+    expert_system,
+    factor_expert,
+    fit_calibration,
     fold,
     merge_partials,
     merge_refine,
@@ -89,10 +94,13 @@ def run_fit(
     solved = dask.delayed(solve_experts, pure=True)(total, settings, cv_graph(total, settings))
     if settings.refine:
         solved = refinement_graph(total, solved, source, settings)
-    tasks = [solved]
+    tasks = [solved, calibration_graph(source, total, solved, settings)]
     if settings.gate:
         tasks.append(dask.delayed(train_gate, pure=True)(total, settings))
-    solved, *gate = run_graph(*tasks, label="fit: one pass over the spectra, then the solve")
+    solved, calibration, *gate = run_graph(
+        *tasks, label="fit: one pass over the spectra, then the solve"
+    )
+    solved["calibration"] = calibration
     refine = solved.get("refine_seconds", {}).get("solve", 0.0)
     solved["pass_seconds"] = time.perf_counter() - t0 - solved["seconds"] - refine
     record = FitRecord(
@@ -104,6 +112,33 @@ def run_fit(
         str(checkpoint) if checkpoint is not None else "",
     )
     return solved, (gate[0] if gate else None), record
+
+
+def calibration_graph(source: Source, total, solve, settings: FitSettings):
+    """The error model (a delayed dict, or None without calibration): one factor task
+    per expert, one task per sampled training chunk (read again), one finalize.
+
+    The chunks are whole chunks evenly spread over the store, about
+    ``settings.calibration`` spectra (:func:`~snr_moe_dask.kernels.calibration.sample_chunks`).
+    """
+    chunks = sample_chunks(list(source.rows), settings.calibration)
+    if not chunks:
+        return None
+    token = dask.base.tokenize(source.token(), settings, chunks)
+    system = dask.delayed(expert_system, pure=True)(solve, dask_key_name=f"system-{token}")
+    factors = [
+        dask.delayed(factor_expert, pure=True)(
+            total, system, settings, e, dask_key_name=f"factor-{token}-{e}"
+        )
+        for e in range(len(settings.experts))
+    ]
+    parts = [
+        dask.delayed(calibration_chunk, pure=True)(
+            source.chunks[i], system, factors, settings, dask_key_name=f"calibrate-{token}-{i}"
+        )
+        for i in chunks
+    ]
+    return dask.delayed(fit_calibration, pure=True)(parts, factors, settings, chunks)
 
 
 def default_partitions() -> int:

@@ -50,6 +50,8 @@ class FitSettings:
     buffer_mb: float
     gate_max_train: int
     checkpoint_every: int
+    calibration: int = 0  # about this many training spectra for the error model; 0: none
+    calibration_bins: int = 16
 
     @property
     def n_bins(self) -> int:
@@ -133,6 +135,8 @@ def resolve_settings(params: dict) -> FitSettings:
         buffer_mb=float(resolve("buffer_mb")),
         gate_max_train=resolve("gate_max_train"),
         checkpoint_every=resolve("checkpoint_every"),
+        calibration=resolve("calibration", params.get("calibration")),
+        calibration_bins=resolve("calibration_bins"),
     )
 
 

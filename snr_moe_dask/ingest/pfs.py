@@ -43,45 +43,40 @@ datamodel's own file-name encoding (documented at :func:`make_object_ids`).
 from __future__ import annotations
 
 import os
-import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 
-from .pfsspec import IngestError, check_file, check_rows, read_head
-from .resample import find_non_increasing
+from .files import IngestError, check_file, check_rows
+from .pfs_header import (  # noqa: F401  (re-exported: the reader's public names)
+    ARMS,
+    FILENAME_FORMATS,
+    FILENAME_PATTERNS,
+    KIND,
+    _fail,
+    detect_kind,
+    hdu_names,
+    make_object_ids,
+    merge_identity,
+    open_fits,
+    parse_filename,
+    read_config,
+    read_mask_planes,
+    read_observed_arms,
+    read_target,
+    require_hdus,
+)
+from .pfs_wave import (  # noqa: F401
+    check_wavelength_nm,
+    finish_wavelength,
+    read_wavelength_nm,
+    wavelength_from_wcs,
+)
 
-KIND = "PFS file"
 FIBER_ARRAY_SET_KINDS = ("pfsArm", "pfsMerged")
 FIBER_ARRAY_KINDS = ("pfsObject", "pfsSingle")
-ARMS = "brmn"
 STORE_LABELS = ("logg", "teff", "mh", "mag")
-NM_RANGE = (100.0, 3000.0)  # PFS covers 380-1260 nm; a median outside this is not nm
-# The datamodel's file-name regexes (python/pfs/datamodel/drp.py), catId as 3 or 5 digits.
-FILENAME_PATTERNS = {
-    "pfsArm": re.compile(r"^pfsArm-(?P<visit>\d{6})-(?P<arm>[brnm])(?P<spectrograph>\d)\.fits"),
-    "pfsMerged": re.compile(r"^pfsMerged-(?P<visit>\d{6})\.fits"),
-    "pfsObject": re.compile(
-        r"^pfsObject-(?P<catId>\d{3,5})-(?P<tract>\d{5})-(?P<patch>.*)-(?P<objId>[0-9a-f]{16})"
-        r"-(?P<nVisit>\d{3})-0x(?P<pfsVisitHash>[0-9a-f]{16})\.fits"
-    ),
-    "pfsSingle": re.compile(
-        r"^pfsSingle-(?P<catId>\d{3,5})-(?P<tract>\d{5})-(?P<patch>.*)-(?P<objId>[0-9a-f]{16})"
-        r"-(?P<visit>\d{6})\.fits"
-    ),
-}
-FILENAME_FORMATS = {  # the datamodel's filenameFormat, for messages
-    "pfsArm": "pfsArm-{visit:06d}-{arm}{spectrograph}.fits",
-    "pfsMerged": "pfsMerged-{visit:06d}.fits",
-    "pfsObject": "pfsObject-{catId:05d}-{tract:05d}-{patch}-{objId:016x}-{nVisit:03d}"
-    "-0x{pfsVisitHash:016x}.fits",
-    "pfsSingle": "pfsSingle-{catId:05d}-{tract:05d}-{patch}-{objId:016x}-{visit:06d}.fits",
-}
-_HEX_KEYS = ("objId", "pfsVisitHash")
-_UNIT_TO_NM = {"m": 1e9, "nm": 1.0, "um": 1e3, "angstrom": 0.1, "a": 0.1}
 
 
 @dataclass(frozen=True)
@@ -126,307 +121,6 @@ class PfsInfo:
     fiber_id: np.ndarray | None = None
     mask_planes: dict = field(default_factory=dict)
     has_norm: bool = False
-
-
-def _fail(path: Path, what: str, fix: str) -> IngestError:
-    return IngestError(f"{KIND} {str(path)!r} {what}; {fix}")
-
-
-# --------------------------------------------------------------------------- opening
-
-
-def open_fits(p: Path) -> fits.HDUList:
-    """Open a FITS file lazily (memory-mapped), after checking that it is FITS and whole.
-
-    Raises
-    ------
-    IngestError
-        If the file does not start with a FITS primary header, its headers
-        cannot be parsed, or it is shorter than its headers say.
-    """
-    head = read_head(p, 30)
-    if not head.startswith(b"SIMPLE  ="):
-        raise _fail(
-            p,
-            f"is not a FITS file (it starts with {head[:16]!r})",
-            "pass a PFS pipeline product (pfsArm, pfsMerged, pfsObject); pfsspec HDF5 shards "
-            "are read by ingest.pfsspec",
-        )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            hdul = fits.open(p, memmap=True, lazy_load_hdus=True)
-            n_hdus = len(hdul)  # parses every header
-        except (OSError, ValueError, TypeError) as exc:
-            raise _fail(
-                p, f"cannot be read as FITS ({exc})", "the file may be truncated: copy it again"
-            ) from None
-    problems = [
-        str(w.message).splitlines()[0]
-        for w in caught
-        if "truncated" in str(w.message) or "Error validating header" in str(w.message)
-    ]
-    end = max(hdul.fileinfo(i)["datLoc"] + hdul.fileinfo(i)["datSpan"] for i in range(n_hdus))
-    size = p.stat().st_size
-    if problems or end > size:
-        hdul.close()
-        what = problems[0] if problems else f"its HDUs need {end} bytes but it has {size}"
-        raise _fail(p, f"is truncated or corrupt ({what})", "copy the file again")
-    return hdul
-
-
-def hdu_names(hdul: fits.HDUList) -> list[str]:
-    """Return the HDUs' EXTNAMEs, upper case."""
-    return [hdu.name.upper() for hdu in hdul]
-
-
-def require_hdus(p: Path, kind: str, names: list[str], required: tuple[str, ...]) -> None:
-    """Raise naming the first of ``required`` that the file lacks."""
-    for name in required:
-        if name not in names:
-            raise _fail(
-                p,
-                f"has no {name!r} HDU (its HDUs are {names})",
-                f"a {kind} file needs {list(required)} (Subaru-PFS datamodel.txt); "
-                "pass a product written by the PFS pipeline",
-            )
-
-
-def detect_kind(p: Path, hdul: fits.HDUList, names: list[str]) -> str:
-    """Return the product kind from the file name, else from the file's structure."""
-    for kind, pattern in FILENAME_PATTERNS.items():
-        if pattern.match(p.name):
-            return kind
-    require_hdus(p, "PFS", names, ("FLUX",))
-    ndim = len(hdul["FLUX"].shape)
-    if "FIBERID" in names or ndim == 2:
-        config = read_config(hdul, names)
-        single = len(str(config.get("arm", ""))) == 1 and config.get("spectrograph", 0) != 0
-        return "pfsArm" if single else "pfsMerged"
-    if "TARGET" in names or ndim == 1:
-        return "pfsSingle" if "pfsSingle" in p.name else "pfsObject"
-    raise _fail(
-        p,
-        f"has a FLUX HDU of shape {hdul['FLUX'].shape} and HDUs {names}",
-        "expected a pfsArm, pfsMerged (FLUX (n_fiber, n_pix)) or pfsObject (FLUX (n_pix,))",
-    )
-
-
-# --------------------------------------------------------------------------- identity
-
-
-def parse_filename(p: Path, kind: str) -> dict:
-    """Return the identity the datamodel encodes in a file name (empty if it does not match)."""
-    match = FILENAME_PATTERNS[kind].match(p.name)
-    if match is None:
-        return {}
-    out = {}
-    for key, value in match.groupdict().items():
-        if key in _HEX_KEYS:
-            out[key] = int(value, 16)
-        elif key in ("arm", "patch"):
-            out[key] = value
-        else:
-            out[key] = int(value)
-    return out
-
-
-def read_config(hdul: fits.HDUList, names: list[str]) -> dict:
-    """Return visit, arm, spectrograph, pfsDesignId from the one-row ``CONFIG`` table."""
-    if "CONFIG" not in names or hdul["CONFIG"].data is None or len(hdul["CONFIG"].data) == 0:
-        return {}
-    data = hdul["CONFIG"].data
-    out = {}
-    for key in ("visit", "arm", "spectrograph", "pfsDesignId"):
-        if key in data.columns.names:
-            value = data[key][0]
-            out[key] = _clean_str(value) if key == "arm" else int(value)
-    return out
-
-
-def read_target(hdul: fits.HDUList, names: list[str]) -> dict:
-    """Return catId, tract, patch, objId from the TARGET header (legacy: the primary header)."""
-    for header in ([hdul["TARGET"].header] if "TARGET" in names else []) + [hdul[0].header]:
-        if all(k in header for k in ("CATID", "TRACT", "PATCH", "OBJID")):
-            out = {k: int(header[k.upper()]) for k in ("catId", "tract", "objId")}
-            out["patch"] = _clean_str(header["PATCH"])
-            return out
-    return {}
-
-
-def read_observed_arms(hdul: fits.HDUList, names: list[str]) -> str | None:
-    """Return the arms in the OBSERVATIONS table, in ``brmn`` order, or None."""
-    if "OBSERVATIONS" not in names or hdul["OBSERVATIONS"].data is None:
-        return None
-    data = hdul["OBSERVATIONS"].data
-    if "arm" not in data.columns.names:
-        return None
-    letters = set("".join(_clean_str(a) for a in data["arm"]))
-    return "".join(a for a in ARMS if a in letters) or None
-
-
-def merge_identity(p: Path, from_file: dict, from_name: dict) -> dict:
-    """Combine header and file-name identities; raise if they disagree."""
-    for key in from_file.keys() & from_name.keys():
-        if from_file[key] != from_name[key]:
-            raise _fail(
-                p,
-                f"is named for {key}={from_name[key]!r} but its headers say "
-                f"{key}={from_file[key]!r}",
-                "rename the file to match its contents (or fix its headers)",
-            )
-    return {**from_name, **from_file}
-
-
-def make_object_ids(kind: str, identity: dict, fiber_id: np.ndarray | None) -> np.ndarray:
-    """Return one id per spectrum, in the datamodel's file-name encoding.
-
-    - pfsArm: ``pfsArm-{visit:06d}-{arm}{spectrograph}-{fiberId:04d}``
-      (the file's name without ``.fits``, then the fibre);
-    - pfsMerged: ``pfsMerged-{visit:06d}-{fiberId:04d}``;
-    - pfsObject: ``pfsObject-{catId:05d}-{tract:05d}-{patch}-{objId:016x}``
-      (the object, without the visit count and hash, which describe the
-      reduction rather than the object);
-    - pfsSingle: ``pfsSingle-{catId:05d}-{tract:05d}-{patch}-{objId:016x}-{visit:06d}``.
-
-    Returns
-    -------
-    ndarray of str, shape (n_spectra,)
-    """
-    if kind == "pfsArm":
-        prefix = f"pfsArm-{identity['visit']:06d}-{identity['arm']}{identity['spectrograph']}"
-        return np.array([f"{prefix}-{f:04d}" for f in fiber_id])
-    if kind == "pfsMerged":
-        return np.array([f"pfsMerged-{identity['visit']:06d}-{f:04d}" for f in fiber_id])
-    obj = (
-        f"{kind}-{identity['catId']:05d}-{identity['tract']:05d}-{identity['patch']}"
-        f"-{identity['objId']:016x}"
-    )
-    return np.array([obj if kind == "pfsObject" else f"{obj}-{identity['visit']:06d}"])
-
-
-def read_mask_planes(header: fits.Header) -> dict[str, int]:
-    """Return ``{name: bit}`` from the ``MP_<NAME>`` (or ``HIERARCH MP_<NAME>``) cards."""
-    planes = {}
-    for key, value in header.items():
-        key = key.removeprefix("HIERARCH ").strip()
-        if key.startswith("MP_") and isinstance(value, (int, np.integer)):
-            planes[key[3:]] = int(value)
-    return planes
-
-
-def _clean_str(value) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    return str(value).strip()
-
-
-# --------------------------------------------------------------------------- wavelength
-
-
-def wavelength_from_wcs(header: fits.Header, n_pixels: int) -> np.ndarray | None:
-    """Return the FLUX header's linear wavelength WCS in nm, or None if it has none.
-
-    Two conventions occur in the datamodel, and each is read as the
-    datamodel reads it:
-
-    - ``WavelengthArray.toFitsHeader`` (``CTYPE1 = 'WAVE'``, ``CDELT1``,
-      ``CUNIT1``; astropy writes metres): sample ``i`` (0-based) is at WCS
-      pixel ``i + 1`` in astropy's 0-based pixels, i.e. FITS pixel ``i + 2``,
-      ``CRVAL1 + (i + 2 - CRPIX1) * CDELT1`` (``WavelengthArray.fromFitsHeader``
-      and ``tests/test_WavelengthArray.py``: ``pixel_to_world(ii + 1)``);
-    - the older pfsObject header (``CRVAL1``, ``CRPIX1``, ``CD1_1``, nm, no
-      ``CTYPE1``): the FITS standard, ``CRVAL1 + (i + 1 - CRPIX1) * CD1_1``,
-      as the old ``PfsObject.read`` computed it.
-
-    Parameters
-    ----------
-    header : astropy.io.fits.Header
-    n_pixels : int
-
-    Returns
-    -------
-    ndarray of shape (n_pixels,), float64, nm; or None.
-
-    Raises
-    ------
-    ValueError
-        For a unit that is not a length or a non-linear (``-LOG``) axis.
-    """
-    step = header.get("CD1_1", header.get("CDELT1"))
-    if "CRVAL1" not in header or step is None:
-        return None
-    ctype = str(header.get("CTYPE1", "")).strip().upper()
-    if "-" in ctype:
-        raise ValueError(f"CTYPE1 = {ctype!r} is not a linear wavelength axis")
-    unit = str(header.get("CUNIT1", "nm")).strip()
-    scale = _UNIT_TO_NM.get(unit.lower())
-    if scale is None:
-        raise ValueError(f"CUNIT1 = {unit!r} is not a wavelength unit I know ({list(_UNIT_TO_NM)})")
-    datamodel = ctype.startswith("WAVE") and "CD1_1" not in header
-    pixel = np.arange(n_pixels, dtype=np.float64) + (2.0 if datamodel else 1.0)
-    crval, crpix = float(header["CRVAL1"]), float(header.get("CRPIX1", 0.0))
-    return (crval + (pixel - crpix) * float(step)) * scale
-
-
-def read_wavelength_nm(p: Path, hdul, names, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
-    """Return the wavelengths in nm, (n_pixels,) or (n_spectra, n_pixels), and their source."""
-    if "WAVELENGTH" in names:
-        wave_shape = hdul["WAVELENGTH"].shape
-        if wave_shape not in (shape, shape[-1:]):
-            raise _fail(
-                p,
-                f"has a WAVELENGTH HDU of shape {wave_shape} but FLUX of {shape}",
-                "WAVELENGTH must match FLUX (or be one shared row of n_pixels)",
-            )
-        return np.asarray(hdul["WAVELENGTH"].data, dtype=np.float64), "WAVELENGTH"
-    try:
-        wave = wavelength_from_wcs(hdul["FLUX"].header, shape[-1])
-    except ValueError as exc:
-        raise _fail(
-            p,
-            f"has an unusable wavelength WCS in its FLUX header ({exc})",
-            "give the wavelengths as a WAVELENGTH HDU or a linear WCS in nm",
-        ) from None
-    if wave is None:
-        raise _fail(
-            p,
-            "has no WAVELENGTH HDU and no wavelength WCS in its FLUX header "
-            "(CRVAL1, CRPIX1 and CD1_1 or CDELT1)",
-            "pass the product as the pipeline wrote it",
-        )
-    return wave, "WCS"
-
-
-def check_wavelength_nm(p: Path, wave: np.ndarray, fiber_id: np.ndarray | None) -> None:
-    """Raise unless every row is finite, strictly increasing and plausibly in nm."""
-    where = find_non_increasing(wave)
-    if where is not None:
-        row, pixel = where
-        w = np.atleast_2d(wave)[row]
-        which = f"spectrum {row}" + (f" (fiberId {fiber_id[row]})" if fiber_id is not None else "")
-        before = f"{float(w[pixel - 1])!r} nm then " if pixel > 0 else ""
-        raise _fail(
-            p,
-            f"has wavelengths for {which} that are not finite and strictly increasing at "
-            f"pixel {pixel} ({before}{float(w[pixel])!r} nm)",
-            "the file is damaged or not a PFS product: re-run the pipeline step that wrote it",
-        )
-    median = float(np.median(wave))
-    if not NM_RANGE[0] <= median <= NM_RANGE[1]:
-        raise _fail(
-            p,
-            f"has wavelengths of median {median:g}, which is not in nm as the datamodel "
-            "specifies (PFS covers 380-1260 nm)",
-            "pass the product as the pipeline wrote it, with wavelengths in nm",
-        )
-
-
-def finish_wavelength(wave_nm: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Return the wavelength in Angstrom, collapsed to one row when all rows are equal."""
-    if wave_nm.ndim == 2 and bool(np.all(wave_nm == wave_nm[:1])):
-        wave_nm = wave_nm[0]
-    return wave_nm * 10.0, wave_nm.ndim == 1
 
 
 # --------------------------------------------------------------------------- scan

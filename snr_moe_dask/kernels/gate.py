@@ -124,7 +124,7 @@ def gate_probabilities(features: np.ndarray, gate: dict) -> np.ndarray:
     z = (features - gate["mean"]) / gate["scale"]
     with np.errstate(invalid="ignore", over="ignore"):
         logits = z @ gate["coef"].T + gate["intercept"]
-        logits -= np.nanmax(logits, axis=1, keepdims=True)
+        logits -= np.max(np.nan_to_num(logits, nan=-np.inf), axis=1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
     return p

@@ -18,6 +18,7 @@ from dask.base import tokenize
 from ..checks import ROUTINGS
 from ..inputs import Source
 from ..options import resolve
+from ..store.schema import WAVELENGTH
 from .tasks import predict_chunk
 
 #: The per-spectrum outputs of a prediction task, and their dtypes.
@@ -41,6 +42,8 @@ def pred_vars(params: dict, *, evaluation: bool = True) -> dict:
         out.update(gate_p_max=np.float64, y_leakage=np.float64)
     if params.get("fixed") is not None:
         out["y_fixed_alpha"] = np.float64
+    if params.get("calibration") is not None:
+        out.update({f"err_{r}": np.float64 for r in params["routings"]})
     return out
 
 
@@ -87,6 +90,7 @@ def model_params(
         "gate_threshold": resolve("gate_threshold", gate_threshold),
         "error_scale": float(error_scale),
         "fixed": ({"coef": cv["coef_fixed"], "intercept": cv["intercept_fixed"]} if cv else None),
+        "calibration": model.calibration_,
     }
 
 
@@ -110,3 +114,30 @@ def _concat(tasks, rows, name: str, tail: tuple, dtype) -> da.Array:
     return da.concatenate(
         [da.from_delayed(t[name], shape=(m, *tail), dtype=dtype) for t, m in zip(tasks, rows)]
     )
+
+
+def check_compatible(model, ds, store_name: str) -> None:
+    """Refuse spectra whose pixels or wavelength grid differ from the model's, naming
+    both grids and the fix (``snr-moe ingest ... --wavelength-grid MODEL``)."""
+    model_name = model.path_ or "the model"
+    n = ds.sizes.get(WAVELENGTH)
+    wave = model.wavelength_
+    grid = ds[WAVELENGTH].values
+    fix = (
+        f"resample the spectra onto the model's grid: snr-moe ingest ... --wavelength-grid "
+        f"{model.path_ or 'MODEL.zarr'} (or write_spectra after resampling)"
+    )
+    if n != model.n_features_in_:
+        model_grid = f"{wave[0]:.2f}-{wave[-1]:.2f} A" if wave is not None else "no grid"
+        raise ValueError(
+            f"model {model_name!r} has {model.n_features_in_} pixels but store {store_name!r} "
+            f"has {n} (model grid {model_grid}, store grid {grid[0]:.2f}-{grid[-1]:.2f} A); {fix}"
+        )
+    if wave is not None and not np.allclose(grid, wave, rtol=0, atol=1e-6):
+        i = int(np.argmax(np.abs(grid - wave)))
+        raise ValueError(
+            f"wavelength grid of store {store_name!r} differs from model {model_name!r}'s "
+            f"training grid (store {n} pixels, {grid[0]:.2f}-{grid[-1]:.2f} A; model "
+            f"{wave[0]:.2f}-{wave[-1]:.2f} A; pixel {i}: {float(grid[i]):.4f} vs "
+            f"{float(wave[i]):.4f} A); {fix}"
+        )

@@ -8,8 +8,10 @@ xarray nor scikit-learn.
 from __future__ import annotations
 
 import numpy as np
+import zarr
 
 from ..kernels.binning import NO_BIN, assign_bins
+from ..kernels.calibration import expert_variance, routed_sigma
 from ..kernels.gate import gate_probabilities, leakage_prediction
 from ..kernels.mixture import expert_predictions, routed_predictions
 from ..kernels.quality import quality_features
@@ -42,8 +44,8 @@ def predict_block(
         ``routings`` (the first is the primary routing), ``target_index``,
         ``error_scale``; ``gate`` and ``gate_threshold`` for learned
         routings; optionally ``fixed`` (coefficients and intercepts of the
-        fixed-alpha comparison model). See
-        :func:`snr_moe_dask.predict.graph.model_params`.
+        fixed-alpha comparison model) and ``calibration`` (the model's error
+        model, or None). See :func:`snr_moe_dask.predict.graph.model_params`.
 
     Returns
     -------
@@ -53,8 +55,11 @@ def predict_block(
         float64; ``bin`` (m,) int64 (-1 = none); ``bad_pixels`` (m,) int64;
         ``y_moe_all`` (m, n_targets); ``bin_true`` (m,) (-1 where the true
         SNR is unknown); and per routing r: ``y_<r>``, ``bin_<r>``,
-        ``fallback_<r>``; with a gate, ``gate_p_max`` and ``y_leakage``; with
-        ``fixed``, ``y_fixed_alpha``.
+        ``fallback_<r>``; with a gate, ``gate_p`` (m, n_bins), ``gate_p_max``
+        and ``y_leakage``; with ``fixed``, ``y_fixed_alpha``; with a
+        calibration, per routing ``err_<r>`` (m,) and ``err_moe_all`` (m,
+        n_targets), the 1-sigma uncertainties (see
+        :mod:`snr_moe_dask.kernels.calibration`).
     """
     if params.get("error_scale", 1.0) != 1.0:
         error = error * np.float32(params["error_scale"])
@@ -70,6 +75,7 @@ def predict_block(
     if gate is not None:
         feats = quality_features(gate["feature_set"], flux, error, bad, snr_obs, snr_mean)
         probs = gate_probabilities(feats, gate)
+        out["gate_p"] = probs
         out["gate_p_max"] = np.nanmax(np.nan_to_num(probs, nan=-1.0), axis=1)
         out["y_leakage"] = leakage_prediction(feats, gate)
     route = {"true_snr": true, "observed_snr": snr_obs, "probabilities": probs, "params": params}
@@ -78,6 +84,11 @@ def predict_block(
         out.update({f"y_{r}": result["y"][:, t], f"bin_{r}": result["bin"]})
         out[f"fallback_{r}"] = result["fallback"]
     primary = routed[params["routings"][0]]
+    if params.get("calibration") is not None:
+        variance = expert_variance(params["calibration"], snr_obs)
+        sigma = {r: routed_sigma(r, res, pred, variance, probs) for r, res in routed.items()}
+        out.update({f"err_{r}": value[:, t] for r, value in sigma.items()})
+        out["err_moe_all"] = sigma[params["routings"][0]]
     if pred_fixed is not None:  # the fixed-alpha experts, routed the same way
         out["y_fixed_alpha"] = routed_predictions(pred_fixed, params["routings"][0], **route)["y"][
             :, t
@@ -106,3 +117,71 @@ def _expert_predictions(flux, bad, params) -> tuple[np.ndarray, np.ndarray | Non
     pred = expert_predictions(flux, bad, coef, intercept, mean_x)
     n_experts = params["coef"].shape[0]
     return pred[:, :n_experts], (pred[:, n_experts:] if fixed is not None else None)
+
+
+#: The bits of ``flag`` in ``snr-moe predict``'s outputs (0: nothing to say).
+FLAGS = {
+    "BAD_PIXELS": 1,  # more than the model's max_bad_fraction of pixels are bad (fit excludes such)
+    "NO_GOOD_PIXEL": 2,  # not one usable pixel: no prediction (NaN)
+    "FALLBACK": 4,  # served by the global model: no bin or gate probabilities, or max p too low
+    "EXPERT_FALLBACK": 8,  # the routed expert had too few training spectra: global coefficients
+    "SNR_EXTRAPOLATED": 16,  # observed SNR outside the error model's sample: its edge value is used
+    "NO_UNCERTAINTY": 32,  # the model has no error model (fitted with calibration 0): _err is NaN
+}
+
+
+def flag_spectra(block: dict, routed_bin, fallback, params: dict, n_pixels: int) -> np.ndarray:
+    """The :data:`FLAGS` bitmask of each spectrum, shape (m,) int32."""
+    flag = np.zeros(len(fallback), dtype=np.int32)
+    bad = block["bad_pixels"]
+    flag |= np.where(bad > params["max_bad_fraction"] * n_pixels, FLAGS["BAD_PIXELS"], 0)
+    flag |= np.where(bad >= n_pixels, FLAGS["NO_GOOD_PIXEL"], 0)
+    flag |= np.where(fallback, FLAGS["FALLBACK"], 0)
+    served = np.where(routed_bin == NO_BIN, 0, routed_bin + 1)
+    flag |= np.where(np.isin(served, params["fallback_experts"]), FLAGS["EXPERT_FALLBACK"], 0)
+    cal = params.get("calibration")
+    if cal is None:
+        flag |= FLAGS["NO_UNCERTAINTY"]
+    else:
+        lo, hi = cal["snr_edges"][0, 0], cal["snr_edges"][0, -1]  # the sample's range
+        snr = block["snr_observed"]
+        flag |= np.where((snr < lo) | (snr > hi), FLAGS["SNR_EXTRAPOLATED"], 0)
+    return flag
+
+
+def predict_and_write(chunk, path: str, start: int, params: dict) -> dict:
+    """Predict one chunk for ``snr-moe predict`` and write it into ``predictions.zarr``
+    (graph task): per target ``T`` and ``T_err``, ``expert``, ``gate_p``,
+    ``snr_observed``, ``n_bad_pixels`` and ``flag``. Returns the chunk's counts.
+    """
+    d = chunk.read()
+    flux = d["flux"]
+    block = predict_block(flux, d["error"], d.get("mask"), None, params)
+    routing = params["routings"][0]
+    fallback = block[f"fallback_{routing}"]
+    routed_bin = np.where(fallback, NO_BIN, block[f"bin_{routing}"])
+    flag = flag_spectra(block, routed_bin, fallback, params, flux.shape[1])
+    none = (flag & FLAGS["NO_GOOD_PIXEL"]) != 0
+    y = np.where(none[:, None], np.nan, block["y_moe_all"])
+    err = block.get("err_moe_all", np.full_like(y, np.nan))
+    out = {
+        "expert": np.where(routed_bin == NO_BIN, 0, routed_bin + 1).astype(np.int16),
+        "snr_observed": block["snr_observed"],
+        "n_bad_pixels": block["bad_pixels"].astype(np.int32),
+        "flag": flag,
+    }
+    for j, name in params["outputs"]:
+        out[name] = y[:, j]
+        out[f"{name}_err"] = np.where(none, np.nan, err[:, j])
+    if "gate_p" in block:
+        out["gate_p"] = block["gate_p"]
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    for name, value in out.items():
+        # Every chunk is written, fill values too: a store the tool writes is complete.
+        group[name].with_config({"write_empty_chunks": True})[start : start + len(flux)] = value
+    n_experts = params["coef"].shape[0]
+    return {
+        "n": np.array([len(flux)]),
+        "flags": np.array([((flag & bit) != 0).sum() for bit in FLAGS.values()]),
+        "experts": np.bincount(out["expert"], minlength=n_experts),
+    }

@@ -31,6 +31,13 @@ def fit_summary(model, path: str, seconds: float) -> str:
             f"{cv['alphas'][0]:.3g}..{cv['alphas'][-1]:.3g} (fixed alpha "
             f"{cv['alpha_fixed']:.3g} also solved, for comparison)"
         )
+    cal = model.calibration_
+    if cal:
+        lines.append(
+            f"  uncertainties: exact leave-one-out errors of {cal['n_spectra']:,} training "
+            f"spectra (chunks {cal['chunks']} read again), {cal['variance'].shape[1]} "
+            f"observed-SNR bins per expert; {cal['task_seconds']:.1f} s of task time"
+        )
     exc = model.excluded_
     lines.append(
         "  excluded spectra: "
@@ -53,6 +60,12 @@ def evaluate_summary(result: dict, out: str) -> str:
             + (f"  fallback {e['fallback_rate']:.3f}" if r == "soft" else "")
             for r, e in result["routings"]["by_routing"].items()
             if len(result["routings"]["by_routing"]) > 1
+        )
+        + "".join(
+            f"\n  {r:>8}: uncertainty std(z) {e['overall']['z_std']:.3f}, "
+            f"|z| <= 1 for {e['overall']['coverage_1sigma']:.1%}"
+            + ("" if e["meets_targets"] else " (not within the targets in every bin)")
+            for r, e in (result.get("calibration") or {}).get("by_routing", {}).items()
         )
         + f"\nwrote {out}/report.md, metrics.json, predictions.zarr, figures/"
     )

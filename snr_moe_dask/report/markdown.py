@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .calibration import render_calibration
 from .figures import write_figures
 from .sections import (
     render_alpha_cv,
@@ -314,6 +315,7 @@ def render_report(
         render_findings(metrics),
         *render_routings(metrics),
         *render_alpha_cv(metrics),
+        *render_calibration(metrics),
         "## Coverage",
         render_coverage(metrics),
         "## Configuration",

@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import plot_calibration
 from .canvas import new_figure, save_figure
 
 ROUTING_FIGURES = {
     "confusion": "routing_confusion.png",
     "rho": "routing_rho.png",
     "cv_curves": "cv_curves.png",
+    "calibration": "calibration.png",
 }
 
 
@@ -98,7 +100,12 @@ def plot_cv_curves(metrics: Mapping[str, Any], path: str | Path) -> Path | None:
     return save_figure(fig, path)
 
 
-PLOTTERS = {"confusion": plot_confusion, "rho": plot_rho, "cv_curves": plot_cv_curves}
+PLOTTERS = {
+    "confusion": plot_confusion,
+    "rho": plot_rho,
+    "cv_curves": plot_cv_curves,
+    "calibration": plot_calibration,
+}
 
 
 def write_routing_figures(metrics: Mapping[str, Any], fig_dir: Path) -> dict[str, Path]:

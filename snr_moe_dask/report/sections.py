@@ -39,6 +39,8 @@ _FIGURE_CAPTIONS = {
     "rho": "ρ, the share of the oracle's R² gain each routing keeps, with its 95% bootstrap CI.",
     "cv_curves": "Cross-validation error against alpha per expert (K-fold: band of ±1 "
     "standard error across folds; GCV: the GCV score), with the chosen and the fixed alpha.",
+    "calibration": "Calibration of the predicted uncertainties per bin: the standard deviation "
+    "of z = (prediction − truth) / σ and the share with |z| ≤ 1, with the target bands.",
 }
 
 

@@ -37,7 +37,15 @@ import numpy as np
 
 MANIFEST = ".snr-moe-output.json"
 MARKER_ATTR = "snr_moe_output"
-KINDS = ("spectra", "model", "predictions", "evaluation", "experiment", "checkpoint")
+KINDS = (
+    "spectra",
+    "model",
+    "predictions",
+    "evaluation",
+    "prediction",
+    "experiment",
+    "checkpoint",
+)
 
 
 class OutputError(ValueError):

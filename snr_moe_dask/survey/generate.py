@@ -18,20 +18,8 @@ from ..graph import run_graph
 from ..options import resolve
 from ..store.outputs import atomic_path
 from ..store.schema import SPECTRUM, WAVELENGTH, write_zarr
+from ..store.writer import compressors
 from . import mock
-
-_CODECS = ("none", "zstd", "lz4")
-
-
-def _compressors(codec: str) -> tuple:
-    """The compression codecs; :func:`snr_moe_dask.store.schema.write_zarr` adds the checksum."""
-    if codec == "none":
-        return ()
-    from zarr.codecs import BloscCodec, ZstdCodec
-
-    if codec == "zstd":
-        return (ZstdCodec(level=1),)
-    return (BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),)
 
 
 def survey_dataset(
@@ -144,12 +132,11 @@ def generate_survey(
     pathlib.Path
     """
     codec = resolve("codec", codec)
-    if codec not in _CODECS:
-        raise ValueError(f"codec must be one of {_CODECS}; got codec={codec!r}")
+    compressors(codec)  # a bad codec fails before any compute
     ds = survey_dataset(n, seed=seed, noise_level=noise_level, pixels=pixels, chunk_size=chunk_size)
     chunk = ds["flux"].data.chunks[0][0]
     encoding = {
-        var: {"compressors": _compressors(codec), "chunks": ds[var].data.chunksize}
+        var: {"compressors": compressors(codec), "chunks": ds[var].data.chunksize}
         for var in ds.data_vars
     }
     encoding["wavelength"] = {"chunks": (ds.sizes[WAVELENGTH],)}

@@ -115,3 +115,48 @@ def test_fit_checkpoint_prediction_and_evaluation_tasks_run_without_heavy_module
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"a worker running these tasks imports {done.stdout}"
+
+
+RUN_INGEST = """
+import pickle, sys
+(ingest_chunk, merge_counts), jobs = pickle.load(open(sys.argv[1], "rb"))
+import functools
+counts = [ingest_chunk(*job) for job in jobs]
+assert functools.reduce(merge_counts, counts)["spectra"] == sum(c["spectra"] for c in counts) > 0
+print(",".join(m for m in sys.argv[2].split(",") if m in sys.modules))
+"""
+
+
+def test_ingest_tasks_run_without_heavy_modules(tmp_path):
+    """pfsspec labels are read on the client (pandas); a worker reads pixels only."""
+    from ingest_fixtures import write_pfs_arm, write_pfsspec_shard
+
+    from snr_moe_dask.ingest.graph import create_template
+    from snr_moe_dask.ingest.plan import make_plan
+    from snr_moe_dask.ingest.tasks import ingest_chunk, merge_counts
+
+    jobs = []
+    shard = tmp_path / "a.h5"
+    write_pfsspec_shard(shard, n=6)
+    arm, _ = write_pfs_arm(tmp_path, n_fiber=3, n_pixels=40)
+    settings = {"noise_level": 1.0, "seed": 0, "snr_definition": "median"}
+    for fmt, source in (("pfsspec", shard), ("pfs", arm)):
+        grid = tmp_path / "pfsspec.zarr" if fmt == "pfs" else None
+        plan = make_plan([source], fmt, settings, grid=grid, chunk_size=4)
+        out = tmp_path / f"{fmt}.zarr"
+        create_template(plan, out, "none")
+        spec = {"format": fmt, "wavelength": plan.wavelength, "resample": plan.resample}
+        spec.update(has_mask=plan.has_mask, settings=plan.settings)
+        jobs += [(str(out), start, pieces, plan.files, spec) for start, pieces in plan.chunks()]
+        if fmt == "pfsspec":
+            ingest_chunk(*jobs[0])  # the pfs plan resamples onto this store's grid
+    tasks = tmp_path / "ingest.pkl"
+    tasks.write_bytes(pickle.dumps(((ingest_chunk, merge_counts), jobs)))
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_INGEST, str(tasks), ",".join(HEAVY)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"a worker running the ingest tasks imports {done.stdout}"

@@ -1,0 +1,282 @@
+"""Calibrated uncertainties: each expert's exact leave-one-out error as a function of
+observed SNR, and the uncertainty of a routed prediction (numpy and scipy kernels).
+
+The error model
+---------------
+For ridge regression with a fixed penalty, leaving spectrum i out of the fit
+changes its residual exactly to
+
+    e_i = r_i / (1 - h_ii),    h_ii = x_c,i^T (S_xx + alpha I)^-1 x_c,i + 1/n,
+
+with r_i the in-sample residual, x_c,i the spectrum centred on the expert's
+training mean, S_xx the expert's centred Gram matrix and n its training
+spectra (the 1/n is the unpenalized intercept's share; with ``standardize``
+the features are scaled first). No refit is needed: one Cholesky factor per
+expert, and one triangular solve per spectrum. A spectrum outside an expert's
+training set (another bin's, for a bin expert) is already held out from it:
+its plain residual is its held-out error.
+
+Each expert's squared held-out errors, over a sample of the training
+spectra, are averaged in quantile bins of the observed SNR (median
+flux/error). The bins are the expert's own: quantiles of an SNR distribution
+in which its training spectra weigh half and all sampled spectra the other
+half, so a small expert (the high-SNR bin's) gets fine bins over the SNRs it
+serves and coarse ones elsewhere, where soft routing gives it little weight.
+The variance at any SNR is interpolated linearly between the bins' median
+SNRs and held constant beyond the first and last.
+
+A routed prediction's uncertainty
+---------------------------------
+Hard routing (oracle, observed, learned, or the global model where it falls
+back) takes the serving expert's variance at the spectrum's observed SNR.
+Soft routing, ``y = sum_k p_k y_k``, is a mixture: its variance is
+``sum_k p_k (sigma_k^2 + (y_k - y)^2)``, each expert's own error plus the
+spread of the experts around the mixed prediction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from .binning import NO_BIN
+from .solve import _EIGH_RCOND, feature_scale
+
+
+def factor_system(
+    sxx: np.ndarray, n: float, alpha: float, *, standardize: bool = False
+) -> dict[str, np.ndarray | float]:
+    """Factor an expert's penalized system for its hat-matrix diagonal.
+
+    Parameters
+    ----------
+    sxx : ndarray of shape (n_pixels, n_pixels)
+        Centred X^T X; only its upper triangle is read (as in
+        :func:`snr_moe_dask.kernels.solve.solve_ridge`).
+    n : float
+        The expert's training spectra.
+    alpha : float
+    standardize : bool
+        The expert penalized standardized coefficients.
+
+    Returns
+    -------
+    dict
+        ``whiten`` (n_pixels, n_pixels): a matrix W with ``W W^T = (S + alpha
+        I)^-1`` (``kind`` "cholesky": the lower Cholesky factor L, applied as
+        L^-1; "eigh": V diag(w)^-1/2 over the kept eigenvectors, a
+        pseudo-inverse when the system is singular), ``scale`` (n_pixels,)
+        and ``n``.
+    """
+    scale = feature_scale(np.diag(sxx), n) if standardize else np.ones(sxx.shape[0])
+    a = np.triu(np.asarray(sxx, dtype=np.float64))
+    a = a + np.triu(a, 1).T
+    if standardize:
+        a /= np.outer(scale, scale)
+    a[np.diag_indices_from(a)] += alpha
+    try:
+        whiten = scipy.linalg.cholesky(a, lower=True, check_finite=False)
+        kind = "cholesky"
+    except np.linalg.LinAlgError:
+        w, v = scipy.linalg.eigh(a, check_finite=False)
+        keep = w > max(w.max(initial=0.0), 0.0) * _EIGH_RCOND
+        whiten, kind = v[:, keep] / np.sqrt(w[keep]), "eigh"
+    return {"whiten": whiten, "kind": kind, "scale": scale, "n": float(n)}
+
+
+def hat_diagonal(xc: np.ndarray, factor: dict) -> np.ndarray:
+    """``h_ii = x_c,i^T (S + alpha I)^-1 x_c,i + 1/n`` for each row of ``xc``.
+
+    Parameters
+    ----------
+    xc : ndarray of shape (m, n_pixels)
+        Spectra centred on the expert's training mean (bad pixels 0).
+    factor : dict
+        :func:`factor_system`'s.
+
+    Returns
+    -------
+    ndarray of shape (m,)
+    """
+    z = np.asarray(xc, dtype=np.float64) / factor["scale"]
+    if factor["kind"] == "cholesky":
+        w = scipy.linalg.solve_triangular(factor["whiten"], z.T, lower=True, check_finite=False)
+    else:
+        w = factor["whiten"].T @ z.T
+    return np.einsum("ij,ij->j", w, w) + 1.0 / factor["n"]
+
+
+def loo_residuals(residual: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Leave-one-out residuals ``r_i / (1 - h_ii)`` from in-sample residuals.
+
+    Parameters
+    ----------
+    residual : ndarray of shape (m,) or (m, n_targets)
+    h : ndarray of shape (m,)
+
+    Returns
+    -------
+    ndarray, the shape of ``residual``
+        Non-finite where ``h_ii = 1`` (a spectrum the fit interpolates, such
+        as the only one of its expert): :func:`calibration_table` leaves those out.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # h = 1: undefined, left out later
+        return residual / (1.0 - h).reshape((-1,) + (1,) * (np.ndim(residual) - 1))
+
+
+def expert_edges(snr: np.ndarray, members: np.ndarray | None, n_bins: int) -> np.ndarray:
+    """Quantile edges of the observed SNR in which the expert's own training spectra
+    weigh half (all spectra the other half), so that its bins are finest where it
+    serves; plain quantiles when every (or no) spectrum is a member.
+
+    Returns
+    -------
+    ndarray of shape (n_bins + 1,)
+        From min(snr) to max(snr), non-decreasing.
+    """
+    q = np.linspace(0.0, 1.0, n_bins + 1)
+    n_members = 0 if members is None else int(members.sum())
+    if n_members in (0, snr.size):
+        return np.quantile(snr, q)
+    weight = 0.5 / snr.size + 0.5 * members / n_members
+    order = np.argsort(snr, kind="stable")
+    w = weight[order]
+    position = (np.cumsum(w) - 0.5 * w) / w.sum()
+    edges = np.interp(q, position, snr[order])
+    edges[0], edges[-1] = snr.min(), snr.max()
+    return edges
+
+
+def calibration_table(
+    snr: np.ndarray, sq_error: np.ndarray, n_bins: int, members: np.ndarray | None = None
+) -> dict | None:
+    """Each expert's mean squared held-out error in quantile bins of observed SNR.
+
+    Parameters
+    ----------
+    snr : ndarray of shape (m,)
+        Observed SNR of each sampled spectrum (finite).
+    sq_error : ndarray of shape (m, n_experts, n_targets)
+        Squared held-out (leave-one-out) errors; non-finite ones are left out.
+    n_bins : int
+        Bins per expert.
+    members : ndarray of bool, shape (m, n_experts), optional
+        Which spectra each expert was trained on: its bins are quantiles in
+        which they weigh half (:func:`expert_edges`). None: one set of plain
+        quantile bins for every expert.
+
+    Returns
+    -------
+    dict or None
+        None without a sample. Otherwise ``snr_edges`` (n_experts, n_bins +
+        1), ``snr_centre`` (n_experts, n_bins) each bin's median SNR,
+        ``variance`` (n_experts, n_bins, n_targets) and ``count``
+        (n_experts, n_bins); an empty bin (between repeated edges) has NaN
+        centre and variance and count 0.
+    """
+    snr = np.asarray(snr, dtype=np.float64)
+    if snr.size == 0:
+        return None
+    _, n_experts, n_targets = sq_error.shape
+    edges = np.empty((n_experts, n_bins + 1))
+    centre = np.full((n_experts, n_bins), np.nan)
+    variance = np.full((n_experts, n_bins, n_targets), np.nan)
+    count = np.zeros((n_experts, n_bins), dtype=np.int64)
+    for e in range(n_experts):
+        edges[e] = expert_edges(snr, None if members is None else members[:, e], n_bins)
+        k = np.clip(np.searchsorted(edges[e], snr, side="right") - 1, 0, n_bins - 1)
+        count[e] = np.bincount(k, minlength=n_bins)
+        for b in np.flatnonzero(count[e]):
+            centre[e, b] = np.median(snr[k == b])
+        for t in range(n_targets):
+            finite = np.isfinite(sq_error[:, e, t])
+            total = np.bincount(k[finite], weights=sq_error[finite, e, t], minlength=n_bins)
+            n = np.bincount(k[finite], minlength=n_bins)
+            variance[e, :, t] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return {"snr_edges": edges, "snr_centre": centre, "variance": variance, "count": count}
+
+
+def expert_variance(table: dict, snr: np.ndarray) -> np.ndarray:
+    """Every expert's error variance at each observed SNR.
+
+    Parameters
+    ----------
+    table : dict
+        :func:`calibration_table`'s.
+    snr : ndarray of shape (m,)
+
+    Returns
+    -------
+    ndarray of shape (m, n_experts, n_targets)
+        Interpolated linearly between the expert's bins' median SNRs (those
+        with a finite variance), constant beyond them; NaN where the SNR is NaN.
+    """
+    snr = np.asarray(snr, dtype=np.float64)
+    centre, variance = table["snr_centre"], table["variance"]
+    n_experts, _, n_targets = variance.shape
+    out = np.full((snr.size, n_experts, n_targets), np.nan)
+    for e in range(n_experts):
+        for t in range(n_targets):
+            ok = np.isfinite(variance[e, :, t]) & np.isfinite(centre[e])
+            if ok.any():
+                out[:, e, t] = np.interp(snr, centre[e, ok], variance[e, ok, t])
+    out[np.isnan(snr)] = np.nan
+    return out
+
+
+def routed_sigma(
+    routing: str,
+    routed: dict,
+    pred: np.ndarray,
+    variance: np.ndarray,
+    probabilities: np.ndarray | None,
+) -> np.ndarray:
+    """The uncertainty (1 sigma) of one routing's predictions.
+
+    Parameters
+    ----------
+    routing : {"oracle", "observed", "learned", "soft"}
+    routed : dict
+        :func:`snr_moe_dask.kernels.mixture.routed_predictions`' result
+        (``y``, ``bin``, ``fallback``).
+    pred : ndarray of shape (m, n_experts, n_targets)
+        Every expert's prediction (expert 0 the global model).
+    variance : ndarray of shape (m, n_experts, n_targets)
+        :func:`expert_variance`'s.
+    probabilities : ndarray of shape (m, n_bins) or None
+        The gate's, for soft routing.
+
+    Returns
+    -------
+    ndarray of shape (m, n_targets)
+    """
+    if routing == "soft":
+        p = np.nan_to_num(probabilities)
+        spread = (pred[:, 1:] - routed["y"][:, None, :]) ** 2
+        mixed = np.einsum("mk,mkt->mt", p, variance[:, 1:] + spread)
+        var = np.where(routed["fallback"][:, None], variance[:, 0], mixed)
+    else:
+        expert = np.where(routed["bin"] == NO_BIN, 0, routed["bin"] + 1)
+        var = variance[np.arange(len(pred)), expert]
+    return np.sqrt(var)
+
+
+def sample_chunks(rows: list[int], max_spectra: int) -> list[int]:
+    """Whole chunks, evenly spread, holding about ``max_spectra`` spectra (at least one).
+
+    Parameters
+    ----------
+    rows : list of int
+        Spectra per chunk.
+    max_spectra : int
+
+    Returns
+    -------
+    list of int
+        Chunk indices, increasing; empty when ``max_spectra`` is 0.
+    """
+    if max_spectra <= 0 or not rows:
+        return []
+    k = int(np.clip(round(max_spectra / np.mean(rows)), 1, len(rows)))
+    return sorted({int(i) for i in np.linspace(0, len(rows) - 1, k).round()})

@@ -1,0 +1,69 @@
+"""The fit's error model is computed the documented way: every expert's exact
+leave-one-out (or, outside its bin, plain held-out) residuals on the sampled
+chunks, equal to scikit-learn refits, averaged in observed-SNR quantile bins."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+
+from snr_moe_dask.kernels.calibration import calibration_table
+from snr_moe_dask.model import SNRBinnedRidge
+
+
+def survey(n=480, p=6, seed=0):
+    rng = np.random.default_rng(seed)
+    snr = rng.uniform(1.0, 6.0, n)
+    flux = 10.0 + rng.normal(size=(n, p)) * rng.uniform(0.5, 2.0, p)
+    error = flux / snr[:, None]  # observed SNR = median(flux / error) = snr
+    y = flux @ rng.normal(size=p) + rng.normal(size=n) / snr
+    return flux, y, snr, error
+
+
+def sklearn_held_out(flux, y, members, alpha):
+    """Each spectrum's error under a ridge fit on ``members``: a refit without it when
+    it is a member (leave-one-out), the fit itself when it is not."""
+    fit = Ridge(alpha=alpha, solver="svd").fit(flux[members], y[members])
+    out = y - fit.predict(flux)
+    for i in np.flatnonzero(members):
+        keep = members.copy()
+        keep[i] = False
+        out[i] = (
+            y[i] - Ridge(alpha=alpha, solver="svd").fit(flux[keep], y[keep]).predict(flux[[i]])[0]
+        )
+    return out
+
+
+@pytest.mark.parametrize("routing", ["oracle", "observed"])
+def test_error_model_is_binned_loo_residuals_of_sklearn_refits(routing):
+    flux, y, snr, error = survey(seed=3)
+    model = SNRBinnedRidge(
+        alpha=2.0, bins=[3.0], bin_names=["lo", "hi"], routing=routing, precision="float64",
+        min_spectra=1, gate=False, calibration=10**6,
+    )  # fmt: skip
+    with dask.config.set({"scheduler": "sync", "snr-moe.fit.calibration.snr-bins": 4}):
+        model.fit(flux, y, snr=snr, error=error)
+    cal = model.calibration_
+    lo = snr <= 3.0  # observed SNR = true SNR here, so both routings make these bins
+    errors = np.stack(
+        [sklearn_held_out(flux, y, m, 2.0) for m in (np.ones_like(lo), lo, ~lo)], axis=1
+    )
+    members = np.stack([np.ones_like(lo), lo, ~lo], axis=1)
+    table = calibration_table(snr, errors[:, :, None] ** 2, 4, members)
+    assert cal["n_spectra"] == len(y) and cal["chunks"] == [0]
+    np.testing.assert_allclose(cal["snr_edges"], table["snr_edges"], rtol=1e-12)
+    np.testing.assert_allclose(cal["snr_centre"], table["snr_centre"], rtol=1e-12)
+    np.testing.assert_array_equal(cal["count"], table["count"])
+    np.testing.assert_allclose(cal["variance"], table["variance"], rtol=1e-8)
+
+
+def test_a_fallback_expert_shares_the_global_error_and_zero_disables(store_pair):
+    with dask.config.set(scheduler="sync"):
+        model = SNRBinnedRidge(alpha=10.0, min_spectra=10**6, gate=False).fit(str(store_pair[0]))
+        off = SNRBinnedRidge(alpha=10.0, gate=False, calibration=0).fit(str(store_pair[0]))
+    var = model.calibration_["variance"]
+    for e in range(1, var.shape[0]):
+        np.testing.assert_array_equal(var[e], var[0])
+    assert off.calibration_ is None

@@ -1,0 +1,109 @@
+"""The uncertainty kernels: the leave-one-out identity against scikit-learn refits,
+the SNR-binned error model, and the routed (hard and mixture) uncertainties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+
+from snr_moe_dask.kernels import calibration as C
+
+
+def centred_system(x, alpha):
+    mean = x.mean(axis=0)
+    xc = x - mean
+    return xc, xc.T @ xc
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+@pytest.mark.parametrize("n,p,alpha", [(40, 8, 3.0), (25, 40, 10.0), (30, 40, 0.0)])
+def test_loo_residuals_equal_refits_without_each_spectrum(n, p, alpha, standardize):
+    rng = np.random.default_rng(n + p)
+    x = rng.normal(size=(n, p)) * rng.uniform(0.5, 3, p)
+    y = x @ rng.normal(size=p) + rng.normal(size=n)
+    xc, sxx = centred_system(x, alpha)
+    factor = C.factor_system(sxx, n, alpha, standardize=standardize)
+    scale = x.std(axis=0) if standardize else np.ones(p)
+    z = x / scale
+    full = Ridge(alpha=alpha, solver="svd").fit(z, y) if alpha else None
+    coef_pred = full.predict(z) if full else None
+    if alpha == 0:  # singular (p > n): the pseudo-inverse is the minimum-norm refit
+        assert factor["kind"] == "eigh"
+        return
+    h = C.hat_diagonal(xc, factor)
+    loo = C.loo_residuals(y - coef_pred, h)
+    for i in range(n):
+        keep = np.arange(n) != i
+        refit = Ridge(alpha=alpha, solver="svd").fit(z[keep], y[keep])
+        assert loo[i] == pytest.approx(y[i] - refit.predict(z[i : i + 1])[0], rel=1e-9, abs=1e-9)
+
+
+def test_hat_diagonal_is_the_hat_matrix_diagonal_with_the_intercept():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 5))
+    xc, sxx = centred_system(x, 2.0)
+    h = C.hat_diagonal(xc, C.factor_system(sxx, 30, 2.0))
+    hat = xc @ np.linalg.solve(sxx + 2.0 * np.eye(5), xc.T) + 1 / 30
+    np.testing.assert_allclose(h, np.diag(hat), rtol=1e-12)
+
+
+def test_calibration_table_is_the_mean_squared_error_per_quantile_bin():
+    rng = np.random.default_rng(1)
+    snr = rng.uniform(0.5, 9, 1000)
+    sq = rng.exponential(size=(1000, 3, 2)) / snr[:, None, None]
+    table = C.calibration_table(snr, sq, 4)
+    edges = np.quantile(snr, [0, 0.25, 0.5, 0.75, 1])
+    for e in range(3):
+        np.testing.assert_allclose(table["snr_edges"][e], edges)
+        for b in range(4):
+            inside = (snr >= edges[b]) & ((snr < edges[b + 1]) | (b == 3))
+            np.testing.assert_allclose(table["variance"][e, b], sq[inside, e].mean(axis=0))
+            assert table["snr_centre"][e, b] == np.median(snr[inside])
+            assert table["count"][e, b] == inside.sum()
+    assert (table["count"].sum(axis=1) == 1000).all()
+    assert C.calibration_table(np.zeros(0), np.zeros((0, 3, 2)), 4) is None
+    one = C.calibration_table(np.full(5, 2.0), np.ones((5, 1, 1)), 4)
+    assert one["count"].sum() == 5 and np.nanmax(one["variance"]) == 1.0
+
+
+def test_an_experts_bins_are_finest_where_its_training_spectra_are():
+    rng = np.random.default_rng(2)
+    snr = rng.uniform(0.5, 9, 4000)
+    members = np.stack([np.ones(4000, bool), snr > 7.0], axis=1)
+    table = C.calibration_table(snr, np.ones((4000, 2, 1)), 8, members)
+    high = table["snr_edges"][1]
+    assert high[0] == snr.min() and high[-1] == snr.max()
+    inside = (high[:-1] >= 7.0).sum()
+    assert 3 <= inside <= 5  # about half the bins over the 20 % of spectra above 7
+    assert table["count"][1].sum() == 4000
+
+
+def test_expert_variance_interpolates_between_bin_medians_and_clamps():
+    table = {
+        "snr_centre": np.array([[1.0, 3.0, np.nan]]),
+        "variance": np.array([[[4.0], [2.0], [np.nan]]]),
+    }
+    out = C.expert_variance(table, np.array([0.0, 1.0, 2.0, 3.0, 10.0, np.nan]))
+    np.testing.assert_array_equal(out[:5, 0, 0], [4.0, 4.0, 3.0, 2.0, 2.0])
+    assert np.isnan(out[5]).all()
+
+
+def test_routed_sigma_hard_and_mixture():
+    pred = np.array([[[0.0], [1.0], [3.0]], [[5.0], [1.0], [3.0]]])  # (m=2, experts 3, t 1)
+    var = np.array([[[9.0], [1.0], [4.0]], [[9.0], [1.0], [4.0]]])
+    hard = {"y": pred[:, 1], "bin": np.array([0, -1]), "fallback": np.array([False, True])}
+    np.testing.assert_array_equal(C.routed_sigma("observed", hard, pred, var, None)[:, 0], [1, 3])
+    p = np.array([[0.5, 0.5], [0.9, 0.1]])
+    y = np.einsum("mk,mkt->mt", p, pred[:, 1:])
+    soft = {"y": np.where([[False], [True]], pred[:, 0], y), "fallback": np.array([False, True])}
+    sigma = C.routed_sigma("soft", soft, pred, var, p)[:, 0]
+    # 0.5 (1 + (1 - 2)^2) + 0.5 (4 + (3 - 2)^2) = 3.5; the fallback row takes the global 9
+    np.testing.assert_allclose(sigma, np.sqrt([3.5, 9.0]))
+
+
+def test_sample_chunks_are_evenly_spread_whole_chunks():
+    assert C.sample_chunks([100] * 10, 300) == [0, 4, 9]
+    assert C.sample_chunks([100] * 10, 10) == [0]
+    assert C.sample_chunks([100] * 10, 10**6) == list(range(10))
+    assert C.sample_chunks([100] * 10, 0) == []
