@@ -46,7 +46,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg import blas
 
 from . import cv, solve, stats
 
@@ -85,7 +84,7 @@ def _predictor_sse(coef: np.ndarray, intercept: np.ndarray, acc: dict, slot: int
     n = float(acc["n"][slot])
     if n == 0:
         return np.zeros(coef.shape[1])
-    sw = blas.dsymm(1.0, stats.gram_upper(acc["sxx"][slot]), coef, lower=0)
+    sw = stats.gram_times(acc, slot, coef)
     quad = np.einsum("pt,pt->t", coef, sw)
     cross = np.einsum("pt,pt->t", coef, acc["sxy"][slot])
     d = acc["mean_y"][slot] - intercept - acc["mean_x"][slot] @ coef
