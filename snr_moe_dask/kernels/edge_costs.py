@@ -143,6 +143,9 @@ class CellCosts:
             raise ValueError("acc holds no spectrum: every slot has n = 0; fold spectra into it")
         self.solves = 0
         self.records: dict[Rect, tuple[float, float, float, bool]] = {}
+        # with a grid: per-fold held-out SSE over it, and held-out counts, per served cell
+        self.curves: dict[Rect, tuple[np.ndarray, np.ndarray]] = {}
+        self.global_curves: tuple[np.ndarray, np.ndarray] | None = None
         self._running: tuple[Rect, dict] | None = None
         self.global_alpha, self.global_sse = self._global_model()
 
@@ -167,6 +170,7 @@ class CellCosts:
             for f in scored:
                 curves[f] = self._fold_curve(folds, int(f))
             alpha = self.path[_chosen_index(curves, n_valid, self.grid.size)]
+            self.global_curves = (curves[:, : self.grid.size], n_valid)
         sse = np.zeros((n_cells, n_folds))
         for f in scored:
             coef, intercept = _ridge(_train_stats(folds, int(f)), alpha, self.standardize)
@@ -205,7 +209,10 @@ class CellCosts:
         trained = (n_valid > 0) & (n - n_valid >= 1)
         for f in np.flatnonzero(trained):
             curves[f] = self._fold_curve(folds, int(f))
-        index = 0 if self.grid is None else _chosen_index(curves, n_valid, self.grid.size)
+        index = 0
+        if self.grid is not None:
+            index = _chosen_index(curves, n_valid, self.grid.size)
+            self.curves[rect] = (curves[:, : self.grid.size], n_valid)
         per_fold = np.where(trained, np.nan_to_num(curves[:, index].mean(axis=1)), global_sse)
         per_fold[n_valid == 0] = 0.0
         return float(per_fold.sum()), n, float(self.path[index]), False

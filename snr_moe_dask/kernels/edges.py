@@ -61,26 +61,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from . import cells
 from .edge_costs import CellCosts
+from .runs import best_partitions, compositions, even_cuts, n_runs, needed_runs, runs_of
 
 METHODS = ("exact", "coordinate")
 _IMPROVEMENT = 1e-12  # relative: a coordinate step must beat the current error by more
-
-
-def runs_of(cuts: Sequence[int], n_fine: int) -> list[tuple[int, int]]:
-    """The runs (first, last fine bin, inclusive) that ``cuts`` make of ``n_fine`` bins."""
-    bounds = [0, *cells.check_cuts(cuts, n_fine), n_fine]
-    return [(a, b - 1) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def n_runs(n_fine: int, n_bins: int) -> int:
-    """``R(K, B)``: how many runs of ``K`` fine bins occur in a partition into ``<= B`` bins."""
-    return sum(1 for _ in _needed_runs(n_fine, n_bins))
 
 
 def count_solves(
@@ -165,6 +155,10 @@ def search_edges(
         alpha used, whether served by the global model); NaN (False) where
         not computed.
         ``global_alpha``, ``n_spectra``, ``solves`` (factorizations made), ``method``.
+        ``curves`` (with a grid): ``global`` and ``coarse`` (one per chosen cell,
+        None for a fallback), each ``(sse, n_valid)``: held-out SSE of shape
+        (n_folds, n_alphas, n_targets) and held-out spectra per fold, for the
+        CV record of the experts.
     """
     shape, bins = _check_shape(fine_shape, n_bins)
     if method not in METHODS:
@@ -188,7 +182,14 @@ def search_edges(
         "n_spectra": costs.n_total,
         "solves": costs.solves,
         "method": method,
+        **({"curves": _chosen_curves(costs, chosen[1])} if alphas is not None else {}),
     }
+
+
+def _chosen_curves(costs: CellCosts, cuts: list[list[int]]) -> dict:
+    runs = [runs_of(c, k) for c, k in zip(cuts, costs.shape)]
+    rects = itertools.product(*runs)
+    return {"global": costs.global_curves, "coarse": [costs.curves.get(r) for r in rects]}
 
 
 def partition_cv_error(
@@ -258,61 +259,12 @@ def _check_shape(fine_shape, n_bins) -> tuple[tuple[int, ...], tuple[int, ...]]:
 # -- the search ------------------------------------------------------------------------------
 
 
-def _needed_runs(n_fine: int, n_bins: int) -> Iterator[tuple[int, int]]:
-    """Runs ``(i, j)`` that occur in a partition into at most ``n_bins`` bins, in
-    start-major order (so each extends the one before)."""
-    for i in range(n_fine):
-        for j in range(i, n_fine):
-            if 1 + (i > 0) + (j < n_fine - 1) <= n_bins:
-                yield i, j
-
-
-def _best_partitions(table: np.ndarray, n_bins: int) -> list[tuple[float, list[int]]]:
-    """Exact dynamic programme over adjacent runs of one key.
-
-    Parameters
-    ----------
-    table : ndarray of shape (K, K)
-        ``table[i, j]`` cost of the run ``i ... j`` (only runs of
-        :func:`_needed_runs` are read).
-    n_bins : int
-
-    Returns
-    -------
-    list of (cost, cuts), entry ``b - 1`` the best partition into ``b`` bins.
-    """
-    k = table.shape[0]
-    # prefix[b - 1, j]: best cost of bins 0 ... j (j < K - 1) in b runs; start[...] its last run
-    prefix = np.full((max(n_bins - 1, 1), k), np.inf)
-    start = np.zeros((max(n_bins - 1, 1), k), dtype=np.int64)
-    for b in range(1, n_bins):
-        for j in range(b - 1, k - 1):
-            if b == 1:
-                prefix[0, j] = table[0, j]
-                continue
-            i = np.arange(b - 1, j + 1)
-            total = prefix[b - 2, i - 1] + table[i, j]
-            best = int(np.argmin(total))
-            prefix[b - 1, j], start[b - 1, j] = total[best], i[best]
-    out = [(float(table[0, k - 1]), [])]
-    for b in range(2, n_bins + 1):
-        i = np.arange(b - 1, k)
-        total = prefix[b - 2, i - 1] + table[i, k - 1]
-        best = int(np.argmin(total))
-        cuts, j, run = [int(i[best])], int(i[best]) - 1, b - 2
-        while run > 0:
-            cuts.append(int(start[run, j]))
-            j, run = cuts[-1] - 1, run - 1
-        out.append((float(total[best]), sorted(cuts)))
-    return out
-
-
 def _key_table(costs: CellCosts, axis: int, others: list[list[tuple[int, int]]], bins: int):
     """Cost table ``(K, K)`` of the runs of key ``axis``, the other keys' coarse runs
     ``others`` fixed: each run's cost summed over the other keys' coarse cells."""
     k = costs.shape[axis]
     table = np.full((k, k), np.nan)
-    needed = list(_needed_runs(k, bins))
+    needed = list(needed_runs(k, bins))
     for i, j in needed:
         table[i, j] = 0.0
     for rest in itertools.product(*others):
@@ -320,13 +272,6 @@ def _key_table(costs: CellCosts, axis: int, others: list[list[tuple[int, int]]],
             rect = (*rest[:axis], (i, j), *rest[axis:])
             table[i, j] += costs.sse(rect)
     return table
-
-
-def _compositions(n_fine: int, n_bins: int) -> Iterator[list[int]]:
-    """Every cut list of ``n_fine`` bins into ``1 ... n_bins`` runs."""
-    for b in range(1, n_bins + 1):
-        for cuts in itertools.combinations(range(1, n_fine), b - 1):
-            yield list(cuts)
 
 
 def _record(found: dict, cuts: list[list[int]], cost: float) -> None:
@@ -340,23 +285,19 @@ def _exact_search(costs: CellCosts, bins: tuple[int, ...]) -> dict:
     2 ... n, the dynamic programme over key 1 for each."""
     found: dict = {}
     shape = costs.shape
-    for rest in itertools.product(*[_compositions(k, b) for k, b in zip(shape[1:], bins[1:])]):
+    for rest in itertools.product(*[compositions(k, b) for k, b in zip(shape[1:], bins[1:])]):
         others = [runs_of(c, k) for c, k in zip(rest, shape[1:])]
         table = _key_table(costs, 0, others, bins[0])
-        for cost, cuts in _best_partitions(table, bins[0]):
+        for cost, cuts in best_partitions(table, bins[0]):
             _record(found, [cuts, *rest], cost)
     return found
-
-
-def _even_cuts(n_fine: int, n_bins: int) -> list[int]:
-    return [b * n_fine // n_bins for b in range(1, n_bins)]
 
 
 def _coordinate_search(costs: CellCosts, bins: tuple[int, ...], max_sweeps: int) -> dict:
     """Approximate search: re-optimise one key's cuts at a time until a sweep changes
     nothing. Returns the (cost, cuts) found per bin counts visited."""
     shape = costs.shape
-    cuts = [_even_cuts(k, b) for k, b in zip(shape, bins)]
+    cuts = [even_cuts(k, b) for k, b in zip(shape, bins)]
     current = _partition_sse(costs, cuts)
     found: dict = {}
     _record(found, cuts, current)
@@ -365,7 +306,7 @@ def _coordinate_search(costs: CellCosts, bins: tuple[int, ...], max_sweeps: int)
         for axis in range(len(shape)):
             others = [runs_of(c, k) for n, (c, k) in enumerate(zip(cuts, shape)) if n != axis]
             table = _key_table(costs, axis, others, bins[axis])
-            options = _best_partitions(table, bins[axis])
+            options = best_partitions(table, bins[axis])
             for cost, key_cuts in options:
                 _record(found, [*cuts[:axis], key_cuts, *cuts[axis + 1 :]], cost)
             cost, key_cuts = options[-1]

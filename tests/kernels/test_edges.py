@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from test_cells import MH_EDGES, TEFF_EDGES, brute_key_index, fine_accumulator, make_spectra
 
-from snr_moe_dask.kernels import cells, cv, edge_costs, edges, stats
+from snr_moe_dask.kernels import cells, cv, edge_costs, edges, runs, stats
 
 N_FOLDS = 3
 ALPHA = 10.0
@@ -91,8 +91,8 @@ class BruteForce:
         return self._cache[rect]
 
     def error(self, cuts_per_key, shape):
-        runs = [edges.runs_of(c, k) for c, k in zip(cuts_per_key, shape)]
-        total = sum(self.cell(rect)[0] for rect in itertools.product(*runs))
+        per_key = [runs.runs_of(c, k) for c, k in zip(cuts_per_key, shape)]
+        total = sum(self.cell(rect)[0] for rect in itertools.product(*per_key))
         return total / self.used.sum()
 
     def all_errors(self, shape, n_bins):
@@ -272,7 +272,7 @@ def test_partition_cv_error_scores_a_given_partition_like_the_search():
     )
     np.testing.assert_allclose(given["error"], brute.error([[1, 3]], shape), rtol=1e-8)
     assert given["coarse"]["fallback"].tolist() == [True, False, False]
-    assert edges.n_runs(5, 1) == 1 and edges.n_runs(5, 2) == 9 and edges.n_runs(5, 3) == 15
+    assert runs.n_runs(5, 1) == 1 and runs.n_runs(5, 2) == 9 and runs.n_runs(5, 3) == 15
     assert edges.count_solves(16, 4, 5) == 685
 
 
