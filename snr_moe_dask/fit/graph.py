@@ -9,7 +9,9 @@ and about one chunk, however many spectra there are, and each chunk is read
 once.
 
 The partition accumulators are merged pairwise in a fixed order, so a given
-graph gives bit-identical results whichever worker runs which task.
+graph gives bit-identical results whichever worker runs which task. Large
+(packed) accumulators are merged a group of slots at a time
+(:func:`merge_tree`), so no worker holds two of them at once.
 Everything stays in the task graph, so Dask can recompute a lost piece.
 """
 
@@ -24,11 +26,14 @@ import numpy as np
 
 from ..graph import pairwise_tree, run_graph
 from ..inputs import Source
+from ..kernels import packed
 from ..kernels.cv import expert_folds, fold_sse_task, gcv_task
 from ..store import checkpoint as ckpt
 from ..store.fingerprint import is_checksummed, store_fingerprint
+from .gating import train_gate
 from .settings import FitSettings
-from .tasks import fold, merge_partials, solve_experts, train_gate
+from .solve import choose_cells, solve_experts
+from .tasks import fold, merge_partials, merge_piece, slot_piece
 
 
 @dataclass
@@ -76,9 +81,13 @@ def run_fit(
             checkpoint, source, settings, partitions, resume, overwrite_checkpoint
         )
     total, folded = build_chains(source, settings, partitions, plan)
-    tasks = [dask.delayed(solve_experts, pure=True)(total, settings, cv_graph(total, settings))]
+    choice = None
+    if settings.search:
+        choice = dask.delayed(choose_cells, pure=True)(total, settings)
+    cv = None if settings.search else cv_graph(total, settings)
+    tasks = [dask.delayed(solve_experts, pure=True)(total, settings, cv, choice)]
     if settings.gate:
-        tasks.append(dask.delayed(train_gate, pure=True)(total, settings))
+        tasks.append(dask.delayed(train_gate, pure=True)(total, settings, choice))
     solved, *gate = run_graph(*tasks, label="fit: one pass over the spectra, then the solve")
     solved["pass_seconds"] = time.perf_counter() - t0 - solved["seconds"]
     record = FitRecord(
@@ -162,7 +171,43 @@ def build_chains(source: Source, settings: FitSettings, partitions: int, plan: d
                     acc, path, i, dask_key_name=f"checkpoint-{token}-{p}-{i}"
                 )
         partials.append(acc)
-    return pairwise_tree(partials, merge_partials, f"merge-{token}"), folded
+    return merge_tree(partials, settings, source.n_pixels, f"merge-{token}"), folded
+
+
+PIECE_BYTES = 1 << 28  # a packed merge moves about this much at a time
+
+
+def merge_tree(partials: list, settings: FitSettings, n_pixels: int, name: str):
+    """Merge the fold chains' accumulators pairwise, in a fixed order.
+
+    Unpacked accumulators merge whole (:func:`~snr_moe_dask.fit.tasks.merge_partials`).
+    A packed one (many large slots, see :func:`~snr_moe_dask.fit.settings.with_data`)
+    is merged into the other a piece of about 256 MB at a time, each piece a
+    task (:func:`~snr_moe_dask.fit.tasks.slot_piece`, then
+    :func:`~snr_moe_dask.fit.tasks.merge_piece` in a chain): the merge runs
+    where the whole accumulator is, and a worker holds one accumulator and a
+    piece instead of two accumulators.
+    """
+    if not settings.packed:
+        return pairwise_tree(partials, merge_partials, name)
+    n_slots = settings.n_bins * settings.n_folds
+    per_piece = max(1, PIECE_BYTES // (packed.packed_size(n_pixels) * 8))
+    bounds = list(range(0, n_slots, per_piece)) + [n_slots]
+    level, depth = list(partials), 0
+    while len(level) > 1:
+        merged = []
+        for j, (a, b) in enumerate(zip(level[::2], level[1::2])):
+            for g, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+                key = f"{name}-{depth}-{j}-{g}"
+                piece = dask.delayed(slot_piece, pure=True)(
+                    b, lo, hi, g == 0, dask_key_name=f"piece-{key}"
+                )
+                a = dask.delayed(merge_piece, pure=True)(a, piece, dask_key_name=key)
+            merged.append(a)
+        if len(level) % 2:
+            merged.append(level[-1])
+        level, depth = merged, depth + 1
+    return level[0]
 
 
 def cv_graph(total, settings: FitSettings) -> list | None:
@@ -177,7 +222,7 @@ def cv_graph(total, settings: FitSettings) -> list | None:
     if not cv:
         return None
     alphas = np.array(cv.alphas)
-    groups = [list(range(settings.n_bins))] + [[k] for k in range(settings.n_bins)]
+    groups = [list(range(settings.n_bins))] + [[k] for k in range(settings.n_bins)]  # cells
     out = []
     for slots in groups:
         folds = dask.delayed(expert_folds, pure=True)(total, slots, cv.folds)

@@ -1,29 +1,36 @@
-"""The fit's graph tasks: fold a chunk into a chain's statistics (chunk), merge two
-chains' statistics (combine), and solve the experts and train the gate from the
-merged statistics (finalize).
+"""The fit's pass tasks: fold a chunk into a chain's statistics (chunk), and merge two
+chains' statistics (combine), whole or a group of slots at a time.
 
 They run on workers and need only numpy, scipy and zarr, so a worker imports
-neither xarray nor scikit-learn for them (:func:`train_gate` needs
-scikit-learn's logistic regression, and imports it when it runs).
+neither xarray nor scikit-learn for them. The finalize tasks, which solve the
+experts and train the gate from the merged statistics, are in
+:mod:`snr_moe_dask.fit.solve` and :mod:`snr_moe_dask.fit.gating`.
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ..kernels import stats
-from ..kernels.binning import assign_bins
-from ..kernels.cv import assign_folds, summarize_cv, summarize_gcv
-from ..kernels.quality import quality_features
+from ..kernels.cells import assign_cells
+from ..kernels.cv import assign_folds
+from ..kernels.gate_features import base_names
 from ..kernels.snr import check_no_bad_pixels, find_bad_pixels, snr_statistics
-from ..kernels.solve import solve_ridge
+from ..kernels.variables import spectrum_values
 from .settings import FitSettings
 
 # Per-chunk records an accumulator carries besides its statistics (chunk index -> array).
-PER_CHUNK = ("snr", "route_snr", "features", "target", "digest")
-_COUNTS = ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
+PER_CHUNK = (
+    "snr",
+    "route_snr",
+    "cell",
+    "features",
+    "target",
+    "sample_rows",
+    "sample_flux",
+    "digest",
+)
+COUNTS = ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
 
 
 def fold(acc, index: int, chunk, settings: FitSettings, last: bool = True):
@@ -31,49 +38,79 @@ def fold(acc, index: int, chunk, settings: FitSettings, last: bool = True):
 
     ``chunk`` is a :class:`~snr_moe_dask.store.rows.StoreRows` or an
     :class:`~snr_moe_dask.store.rows.ArrayChunk`; ``last`` marks the last chunk
-    of a fold chain, after which ``acc`` is complete. Besides the statistics,
-    ``acc`` records the chunk's observed SNR, its routing SNR, the gate's
-    features and target, and the digest of what was read.
+    of a fold chain, after which ``acc`` is complete. Each spectrum goes to the
+    cell of its keys' values (true or observed, by ``settings.routing``).
+    Besides the statistics, ``acc`` records per chunk the observed SNR, the
+    routing SNR (for oracle SNR keys), each spectrum's cell, the gate's
+    features and target (and, for principal-component features, every
+    ``gate_stride``-th spectrum's flux), and the digest of what was read.
     """
     d = chunk.read()
     flux, error, mask, y = d["flux"], d["error"], d.get("mask"), d["y"]
     if settings.strict:
         check_no_bad_pixels(flux, error, mask, chunk.start)
     bad = find_bad_pixels(flux, error, mask)
-    snr, snr_mean = snr_statistics(flux, error, bad, mean=settings.gate == "snr")
-    oracle = settings.routing == "oracle"
-    route = np.asarray(d["snr"], dtype=np.float64) if oracle else snr
+    needed = settings.pass_variables
+    snr, snr_mean = snr_statistics(flux, error, bad, mean="snr_mean" in needed)
+    stored = {**d.get("variables", {}), "snr": d.get("snr")}
+    values = spectrum_values(
+        needed, flux=flux, error=error, bad=bad, snr=snr, snr_mean=snr_mean, stored=stored
+    )
+    cell = assign_cells([values[v] for v in settings.route_variables], settings.grid)
     folds = None
     if settings.n_folds > 1:
         folds = assign_folds(chunk.start + np.arange(len(flux)), settings.n_folds, settings.cv_seed)
     y = np.asarray(y, dtype=np.float64).reshape(len(flux), -1)
+    n_slots = settings.n_bins * settings.n_folds
     acc = stats.fold_chunk(
         acc,
         flux,
         y,
         bad,
-        route,
-        edges=list(settings.edges),
+        cells=cell,
+        n_cells=settings.n_bins,
         max_bad_fraction=settings.max_bad_fraction,
         precision=settings.precision,
         folds=folds,
         n_folds=settings.n_folds,
         buffer_rows=stats.buffer_rows(
             settings.buffer_mb,
-            settings.n_bins * settings.n_folds,
+            n_slots,
             flux.shape[1],
             settings.precision,
         ),
         flush=last,
+        packed=settings.packed,
     )
-    records = {"snr": snr, "route_snr": route if oracle else None, "digest": d["digest"]}
+    _record(acc, index, _records(d, settings, values, cell, snr, flux, bad, y, chunk.start))
+    return acc
+
+
+def _records(d, settings: FitSettings, values, cell, snr, flux, bad, y, start) -> dict:
+    """The per-chunk records of :func:`fold`."""
+    oracle_snr = settings.routing == "oracle" and settings.route_variables == ["snr"]
+    records = {
+        "snr": snr,
+        "route_snr": values["snr"] if oracle_snr else None,
+        "cell": cell.astype(np.int32),
+        "digest": d["digest"],
+    }
     if settings.gate:
-        records["features"] = quality_features(settings.gate, flux, error, bad, snr, snr_mean)
+        names = base_names(settings.gate_items)
+        records["features"] = np.column_stack([values[n] for n in names] or [np.zeros((len(y), 0))])
         records["target"] = y[:, 0]
+    if settings.gate and settings.gate_stride:
+        rows = np.flatnonzero((start + np.arange(len(flux))) % settings.gate_stride == 0)
+        sample = flux[rows].astype(np.float32)
+        sample[bad[rows]] = np.nan  # a bad pixel, imputed by the mean when projected
+        records["sample_rows"], records["sample_flux"] = start + rows, sample
+    return records
+
+
+def _record(acc: dict, index: int, records: dict) -> None:
     for key, value in records.items():
         if value is not None:
             acc.setdefault(key, {})[index] = value
-    return acc
 
 
 def merge_partials(a: dict, b: dict) -> dict:
@@ -84,167 +121,49 @@ def merge_partials(a: dict, b: dict) -> dict:
     return a
 
 
+def slot_piece(acc: dict, start: int, stop: int, first: bool) -> dict:
+    """Slots ``start ... stop - 1`` of an accumulator, as views (graph task); with
+    ``first``, its counts and per-chunk records too.
+
+    A large accumulator is merged into another a piece at a time
+    (:func:`merge_piece`), so a worker holds one accumulator and one piece,
+    never two accumulators.
+    """
+    piece = {key: acc[key][start:stop] for key in ("n", "mean_x", "mean_y", "sxx", "sxy", "syy")}
+    piece["start"] = start
+    if first:
+        piece.update({key: acc[key] for key in COUNTS})
+        piece.update({key: acc[key] for key in PER_CHUNK if key in acc})
+    return piece
+
+
+def merge_piece(acc: dict, piece: dict) -> dict:
+    """Merge a :func:`slot_piece` of another accumulator into ``acc`` in place (graph task)."""
+    start = piece["start"]
+    for j in range(piece["n"].size):
+        stats.merge_into(
+            acc,
+            start + j,
+            piece["n"][j],
+            piece["mean_x"][j],
+            piece["mean_y"][j],
+            piece["sxx"][j],
+            piece["sxy"][j],
+            piece["syy"][j],
+        )
+    for key in COUNTS:
+        if key in piece:
+            acc[key] = acc[key] + piece[key]
+    for key in PER_CHUNK:
+        if key in piece:
+            acc[key] = {**acc.get(key, {}), **piece[key]}
+    return acc
+
+
 def gather(acc: dict, key: str) -> np.ndarray:
     """A per-spectrum record, in spectrum order, from a merged accumulator: the
-    observed ``"snr"``, the routing ``"route_snr"`` (oracle routing only), the
-    gate's ``"features"`` and ``"target"``, or the chunks' ``"digest"``. Empty
-    when not recorded."""
+    observed ``"snr"``, the routing ``"route_snr"`` (oracle SNR keys), the
+    ``"cell"``, the gate's ``"features"``, ``"target"``, ``"sample_rows"`` and
+    ``"sample_flux"``, or the chunks' ``"digest"``. Empty when not recorded."""
     parts = acc.get(key, {})
     return np.concatenate([parts[i] for i in sorted(parts)]) if parts else np.zeros(0)
-
-
-def solve_experts(acc: dict, settings: FitSettings, cv_results: list | None = None) -> dict:
-    """Solve the global model and each expert from the merged statistics (graph task).
-
-    It runs on the worker that holds the merged accumulator, so only the
-    coefficients and the per-spectrum records travel to the client. With
-    cross-validation (``cv_results`` from
-    :func:`snr_moe_dask.fit.graph.cv_graph`), each expert's alpha is the one
-    with the lowest mean held-out error, and the fixed-alpha solution is
-    solved from the same statistics for comparison.
-
-    Returns
-    -------
-    dict
-        ``coef``, ``intercept``, ``mean_x``, ``experts``, ``n_train``,
-        ``alpha``, ``fallback``, ``solver``, ``excluded``, ``cv``, ``snr``,
-        ``route_snr``, ``digest`` and ``seconds`` (time spent solving).
-    """
-    t0 = time.perf_counter()
-    alphas, cv, chosen, raw = np.array(settings.alphas, dtype=np.float64), None, None, acc
-    if settings.cv:
-        chosen, cv = _cv_choice(cv_results, settings)
-        alphas = np.where(np.isfinite(chosen), chosen, alphas)
-        acc = stats.bin_stats(acc, settings.cv.folds)
-    total = stats.total_stats(acc)
-    sources = [(total, 0)] + [(acc, k) for k in range(len(settings.names))]
-    n_train = np.array([total["n"][0], *acc["n"]])
-    if n_train[0] < 1:
-        raise ValueError(
-            "no training spectrum is usable: every spectrum was excluded "
-            f"({_excluded_summary(raw)}); check the store's target and error values, or "
-            "raise --max-bad-fraction"
-        )
-    out = _empty_solution(settings, acc, cv)
-    for e, (src, k) in enumerate(sources):
-        name = settings.experts[e]
-        if e > 0 and n_train[e] < settings.min_spectra:
-            out["fallback"][name] = (
-                f"{int(n_train[e])} training spectra < min_spectra {settings.min_spectra}; "
-                "served by the global model"
-            )
-            _copy_global(out, cv, e)
-            continue
-        _solve_expert(out, cv, e, name, src, k, alphas[e], settings)
-        if cv and not np.isfinite(chosen[e]):
-            reason = out["solver"][name]["reason"]
-            out["solver"][name]["reason"] = (reason + "; " if reason else "") + (
-                "fewer than 2 spectra for GCV: fixed alpha kept"
-                if cv["method"] == "gcv"
-                else "fewer than 2 non-empty CV folds: fixed alpha kept"
-            )
-    names = [*settings.names, "no_snr"]
-    out.update(
-        alpha=alphas,
-        n_train=n_train.astype(np.int64),
-        excluded={key: dict(zip(names, raw[key].tolist())) for key in _COUNTS},
-        snr=gather(raw, "snr"),
-        digest=gather(raw, "digest"),
-        route_snr=gather(raw, "route_snr") if "route_snr" in raw else gather(raw, "snr"),
-        seconds=time.perf_counter() - t0,
-    )
-    return out
-
-
-def _empty_solution(settings: FitSettings, acc: dict, cv: dict | None) -> dict:
-    n_experts, n_pixels, n_targets = len(settings.experts), *acc["sxy"].shape[1:]
-    out = {
-        "coef": np.zeros((n_experts, n_pixels, n_targets)),
-        "intercept": np.zeros((n_experts, n_targets)),
-        "mean_x": np.zeros((n_experts, n_pixels)),
-        "experts": settings.experts,
-        "fallback": {},
-        "solver": {},
-        "cv": cv,
-    }
-    if cv:
-        cv["coef_fixed"], cv["intercept_fixed"] = (
-            np.zeros_like(out["coef"]),
-            np.zeros_like(out["intercept"]),
-        )
-    return out
-
-
-def _copy_global(out: dict, cv: dict | None, e: int) -> None:
-    """Serve expert ``e`` by the global model (a fallback expert holds its coefficients)."""
-    for key in ("coef", "intercept", "mean_x"):
-        out[key][e] = out[key][0]
-    if cv:
-        cv["coef_fixed"][e], cv["intercept_fixed"][e] = (
-            cv["coef_fixed"][0],
-            cv["intercept_fixed"][0],
-        )
-
-
-def _solve_expert(out, cv, e, name, src, k, alpha, settings: FitSettings) -> None:
-    """Solve expert ``e`` from slot ``k`` of ``src`` (and at the fixed alpha, with CV)."""
-    problem = (src["n"][k], src["mean_x"][k], src["mean_y"][k], src["sxx"][k].T, src["sxy"][k])
-    out["coef"][e], out["intercept"][e], info = solve_ridge(
-        *problem, alpha, standardize=settings.standardize
-    )
-    if cv:
-        cv["coef_fixed"][e], cv["intercept_fixed"][e], _ = solve_ridge(
-            *problem, cv["alpha_fixed"], standardize=settings.standardize
-        )
-    out["mean_x"][e] = src["mean_x"][k]
-    out["solver"][name] = info
-    if not (np.isfinite(out["coef"][e]).all() and np.isfinite(out["intercept"][e]).all()):
-        raise ValueError(
-            f"expert {name!r}: the solve gave non-finite coefficients (its statistics hold "
-            f"non-finite values: n={src['n'][k]:g}); nothing was saved: check the store's "
-            "flux and target values for inf, or refit with --precision float64"
-        )
-
-
-def _cv_choice(cv_results: list, settings: FitSettings) -> tuple[np.ndarray, dict]:
-    """The chosen alpha per expert and the CV record (the ``cv_`` attribute)."""
-    cv = settings.cv
-    if cv.method == "gcv":
-        scores = np.array([expert[0][0] for expert in cv_results])
-        summary = summarize_gcv(scores, np.array([expert[0][1] for expert in cv_results]))
-        n_valid = summary["n_valid"]
-    else:
-        sse = np.array([[r[0] for r in expert] for expert in cv_results])
-        n_valid = np.array([[r[1] for r in expert] for expert in cv_results])
-        summary = summarize_cv(sse, n_valid)
-    grid = np.array(cv.alphas)
-    chosen = np.where(summary["best"] >= 0, grid[np.clip(summary["best"], 0, None)], np.nan)
-    record = {
-        "alphas": grid,
-        "folds": cv.folds,
-        "seed": cv.seed,
-        "method": cv.method,
-        "n_valid": n_valid,
-        "alpha_fixed": cv.alpha_fixed,
-        **{k: summary[k] for k in ("mse", "mean", "se")},
-    }
-    return chosen, record
-
-
-def _excluded_summary(acc: dict) -> str:
-    keys = ("excluded_bad", "excluded_label", "excluded_no_snr")
-    return ", ".join(f"{key}={int(acc[key].sum())}" for key in keys)
-
-
-def train_gate(acc: dict, settings: FitSettings) -> dict:
-    """Train the gate on the features recorded in the fit pass (graph task)."""
-    from ..kernels.gate import fit_gate
-
-    return fit_gate(
-        gather(acc, "features"),
-        assign_bins(gather(acc, "route_snr"), settings.edges),
-        gather(acc, "target"),
-        settings.n_bins,
-        feature_set=settings.gate,
-        max_rows=settings.gate_max_train,
-    )
