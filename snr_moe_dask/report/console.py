@@ -31,6 +31,15 @@ def fit_summary(model, path: str, seconds: float) -> str:
             f"{cv['alphas'][0]:.3g}..{cv['alphas'][-1]:.3g} (fixed alpha "
             f"{cv['alpha_fixed']:.3g} also solved, for comparison)"
         )
+    search = model.edge_search_
+    if search:
+        chosen = "; ".join(
+            f"{k['name']} {', '.join(f'{e:.4g}' for e in k['edges'])}" for k in search["keys"]
+        )
+        lines.append(
+            f"  edges by {search['folds']}-fold CV over merges of fine bins: {chosen} "
+            f"(CV error {search['error']:.5g}, {search['solves']:,} factorizations)"
+        )
     exc = model.excluded_
     lines.append(
         "  excluded spectra: "
