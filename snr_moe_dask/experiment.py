@@ -23,6 +23,7 @@ import yaml
 
 from . import options
 from .kernels.binning import check_bins
+from .kernels.variables import routed_variable
 from .store.outputs import atomic_path, check_output
 from .store.schema import open_spectra
 
@@ -115,6 +116,12 @@ def validate_experiment(raw: dict, source: str) -> dict:
 def _check_routings(exp: dict, source: str) -> None:
     """The evaluation's routings must be possible with the model the run fits."""
     routings = exp["evaluate"].get("routings") or []
+    if "observed" in routings:
+        for key in exp["bins"].get("by") or ():
+            try:
+                routed_variable(key[0], "observed")
+            except ValueError as exc:
+                raise ConfigError(f"{source}: evaluate.routings: {exc}") from None
     gated = [r for r in routings if r in ("learned", "soft")]
     fit_routing = exp["routing"].get("type") or options.resolve("routing")
     if gated and fit_routing != "oracle":

@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 
 from .kernels.binning import bin_ranges
-from .persist_search import read_search, with_search
+from .persist_search import SEARCH_ARRAYS, read_search, with_search
 from .store.outputs import atomic_path
 from .store.rows import StoreError, check_complete
 from .store.schema import EXPERT, TARGET, WAVELENGTH, open_zarr_quietly, write_zarr
@@ -248,6 +248,8 @@ def _check_complete_model(ds: xr.Dataset, name: str) -> None:
     if "cv_mse" in ds:
         names = [k if k.endswith("fixed") else f"cv_{k}" for k in _CV_ARRAYS]
         missing += [v for v in names if v not in ds]
+    if "edge_search" in ds.attrs:
+        missing += [v for v in SEARCH_ARRAYS if v not in ds]
     missing += [f"attribute {a!r}" for a in _REQUIRED_ATTRS if a not in ds.attrs]
     if EXPERT not in ds.coords or TARGET not in ds.coords or WAVELENGTH not in ds.coords:
         missing.append("coordinates 'expert', 'target' and 'wavelength'")

@@ -18,6 +18,12 @@ _COARSE = ("sse", "n", "alpha", "fallback")
 _TABLES = ("table_sse", "table_n", "table_alpha", "table_fallback")
 _SCALARS = ("keys", "n_bins", "error", "edges_by_bins", "global_alpha", "n_spectra")
 _SCALARS += ("solves", "method", "folds", "seed", "alpha", "alphas")
+#: The search's variables in a model store.
+SEARCH_ARRAYS = (
+    "search_errors_by_bins",
+    *(f"search_coarse_{k}" for k in _COARSE),
+    *(f"search_{k}" for k in _TABLES),
+)
 
 
 def with_search(ds: xr.Dataset, search: dict) -> xr.Dataset:
