@@ -272,6 +272,9 @@ OPTIONS: tuple[Option, ...] = (
            "connect)", None, "--insecure", ALL_COMMANDS, action="store_true"),
     Option("quiet", boolean, "no dashboard link or progress bars", "cluster.quiet",
            "--quiet", ALL_COMMANDS, action="store_true"),
+    Option("worker_spill", boolean, "let LocalCluster workers spill data to disk (off: a "
+           "fit's accumulators are needed at once, and spilling them only copies them)",
+           "cluster.spill"),
     Option("dashboard_address", text, "where a LocalCluster's dashboard listens",
            "cluster.dashboard-address"),
     Option("connect_timeout", duration, "how long to wait for a scheduler to answer",
