@@ -130,7 +130,7 @@ def profile_products(chunks: list[dict], repeat: int) -> dict:
 def profile_syrk_rows(flux: np.ndarray, repeat: int) -> dict:
     """Microseconds per row of one float32 product into the float64 accumulator,
     by the number of rows in the call."""
-    from snr_moe_dask.kernels import stats
+    from snr_moe_dask.kernels import gram
 
     out = np.zeros((flux.shape[1], flux.shape[1]))
     per_row = {}
@@ -138,7 +138,7 @@ def profile_syrk_rows(flux: np.ndarray, repeat: int) -> dict:
         if rows > len(flux):
             break
         x = np.ascontiguousarray(flux[:rows] - flux[:rows].mean(axis=0))
-        seconds, _ = best_of(repeat, stats._syrk, x, out)
+        seconds, _ = best_of(repeat, gram.syrk_into, x, out)
         per_row[str(rows)] = seconds / rows * 1e6
     return per_row
 

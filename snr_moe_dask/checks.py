@@ -276,19 +276,6 @@ routings.expected = f"routings among {list(ROUTINGS)}"
 routings.yaml_types = (str, list)
 
 
-def gate(value):
-    """``True``/``False``, or the name of a feature set (``"snr"``, ``"error"``)."""
-    if isinstance(value, bool):
-        return value
-    if value in GATE_FEATURES:
-        return value
-    raise Invalid(f"true, false or a feature set among {list(GATE_FEATURES)}")
-
-
-GATE_FEATURES = ("snr", "error")
-gate.expected = f"true, false or a feature set among {list(GATE_FEATURES)}"
-
-
 def cluster_kind(value) -> str:
     expected = "local, slurm, pbs or a scheduler address like tcp://host:8786"
     if not isinstance(value, str):

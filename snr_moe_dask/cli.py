@@ -37,13 +37,32 @@ def _cli_type(opt: options.Option):
     return convert
 
 
+def _cli_item_type(opt: options.Option):
+    """The argparse ``type`` of a repeatable option: each value checked on its own (as a
+    one-item list), and kept as given for the estimator to resolve."""
+
+    def convert(text: str):
+        try:
+            opt.check([text])
+        except options.Invalid as exc:
+            raise argparse.ArgumentTypeError(f"must be {exc.expected}; got {text!r}") from None
+        return text
+
+    convert.__name__ = opt.name
+    return convert
+
+
 def _add_options(p: argparse.ArgumentParser, command: str) -> None:
     """The flags of ``command``, from the option table (:mod:`snr_moe_dask.options`)."""
     cluster = p.add_argument_group("cluster")
     for opt in options.for_command(command):
         group = cluster if options.ALL_COMMANDS == opt.commands else p
         kw: dict = {"default": None, "help": opt.help}
-        if opt.action:
+        if opt.action == "append":
+            kw.update(action="append", type=_cli_item_type(opt))
+            if opt.metavar:
+                kw["metavar"] = opt.metavar
+        elif opt.action:
             kw["action"] = opt.action
         else:
             kw["type"] = str if opt.nargs else _cli_type(opt)
@@ -74,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--overwrite", action="store_true")
     _add_options(i, "ingest")
 
-    f = sub.add_parser("fit", help="fit the global model and one expert per SNR bin")
+    f = sub.add_parser(
+        "fit", help="fit the global model and one expert per SNR bin (or per cell of --by keys)"
+    )
     f.add_argument("train", help="training store")
     f.add_argument("--model", required=True, help="output model store, e.g. model.zarr")
     f.add_argument(
@@ -180,6 +201,10 @@ def fit_params(args) -> dict:
         "alphas": args.alpha_grid,
         "cv": args.cv_folds,
         "calibration": args.calibration_spectra,
+        "by": args.by,
+        "fine_bins": args.fine_bins,
+        "edges": args.edges,
+        "gate": args.gate_features,
     }
 
 
@@ -297,7 +322,8 @@ def _log_note(args) -> str:
 
 def _run(args) -> int:
     try:
-        if getattr(args, "bins", None) is not None or getattr(args, "bin_names", None) is not None:
+        snr_bins = getattr(args, "bins", None) is not None or getattr(args, "bin_names", None)
+        if snr_bins and getattr(args, "by", None) is None and getattr(args, "edges", None) is None:
             check_bins(
                 options.resolve("bins", args.bins), options.resolve("bin_names", args.bin_names)
             )

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
+import dask
 import yaml
 from distributed import Client, LocalCluster
 
@@ -262,8 +263,8 @@ def get_client(
             client = stack.enter_context(_connect(where, scheduler_file, kind, timeout))
         elif kind == "local":
             n = resolve("workers", workers) or os.cpu_count() or 1
-            local = stack.enter_context(
-                LocalCluster(
+            with dask.config.set(_spill_config()):  # the nannies pass it to their workers
+                local = LocalCluster(
                     n_workers=int(n),
                     threads_per_worker=resolve("threads_per_worker", threads_per_worker),
                     memory_limit=resolve("memory_limit", memory_limit),
@@ -271,7 +272,7 @@ def get_client(
                     host="127.0.0.1",
                     dashboard_address=resolve("dashboard_address", dashboard_address),
                 )
-            )
+            local = stack.enter_context(local)
             client = stack.enter_context(Client(local))
         elif kind in JOBQUEUE_KINDS:
             jq = make_jobqueue_cluster(
@@ -294,6 +295,20 @@ def get_client(
             )
         _say(quiet, describe(client))
         yield client
+
+
+def _spill_config() -> dict:
+    """LocalCluster workers' spilling (``snr-moe.cluster.spill``, off by default).
+
+    A fit's fold chain hands its accumulator from task to task in place, so a
+    worker briefly holds two keys of one object and counts it twice; with
+    many cells (gigabytes of packed statistics) that passes the spill target,
+    and spilling writes the accumulator to disk (and copies it) only to read
+    it back for the next chunk. Pausing and the 95% restart stay on.
+    """
+    if resolve("worker_spill"):
+        return {}
+    return {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False}
 
 
 def _connect(where: str, scheduler_file, address: str, timeout: float) -> Client:

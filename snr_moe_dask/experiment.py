@@ -6,7 +6,7 @@ The YAML is shaped like the source study's configuration::
     data:    {train_size: 1000000, test_size: 100000, feature_dim: 4096,
               noise_level: 1.0, seed: 42, train_store: ..., test_store: ...}
     routing: {type: oracle}
-    bins:    {edges: [2, 4, 7], names: [X, L, M, H]}
+    bins:    {edges: [2, 4, 7], names: [X, L, M, H]}   # or by: [{var: teff, edges: [...]}]
     cluster: {kind: local, workers: 2}
 
 Relative paths are taken from the current directory and are never passed
@@ -23,6 +23,7 @@ import yaml
 
 from . import options
 from .kernels.binning import check_bins
+from .kernels.variables import routed_variable
 from .store.outputs import atomic_path, check_output
 from .store.schema import open_spectra
 
@@ -98,7 +99,7 @@ def validate_experiment(raw: dict, source: str) -> dict:
                 raise ConfigError(f"{source}: missing required key '{section}.{sub}'")
     exp["name"] = raw.get("name", Path(source).stem)
     exp["output"] = raw.get("output", f"runs/{exp['name']}")
-    if "bins" in raw:
+    if "bins" in raw and not {"by", "search"} & set(exp["bins"]):
         try:
             check_bins(
                 exp["bins"].get("edges", [2, 4, 7]), exp["bins"].get("names", ["X", "L", "M", "H"])
@@ -115,6 +116,12 @@ def validate_experiment(raw: dict, source: str) -> dict:
 def _check_routings(exp: dict, source: str) -> None:
     """The evaluation's routings must be possible with the model the run fits."""
     routings = exp["evaluate"].get("routings") or []
+    if "observed" in routings:
+        for key in exp["bins"].get("by") or ():
+            try:
+                routed_variable(key[0], "observed")
+            except ValueError as exc:
+                raise ConfigError(f"{source}: evaluate.routings: {exc}") from None
     gated = [r for r in routings if r in ("learned", "soft")]
     fit_routing = exp["routing"].get("type") or options.resolve("routing")
     if gated and fit_routing != "oracle":
@@ -152,6 +159,10 @@ def model_params(exp: dict) -> dict:
         "cv": exp["model"].get("cv_folds"),
         "bins": bins.get("edges"),
         "bin_names": bins.get("names"),
+        "by": bins.get("by"),
+        "fine_bins": bins.get("fine_bins"),
+        "edges": bins.get("search"),
+        "gate": fit.get("gate_features"),
         "routing": exp["routing"].get("type"),
         "target": fit.get("target"),
         "precision": fit.get("precision"),

@@ -80,18 +80,24 @@ def from_store(
     *,
     with_snr: bool,
     require=(),
+    variables=(),
 ) -> tuple[Source, xr.Dataset]:
     """Open, check and describe a store; its tasks read their own chunks.
 
-    ``targets`` and (with ``with_snr``) ``snr`` must be in the store, as must
-    ``require``. Returns the source and the lazily opened Dataset.
+    ``targets``, (with ``with_snr``) ``snr`` and the per-spectrum
+    ``variables`` (the experts' keys and the gate's features, read with each
+    chunk) must be in the store, as must ``require``. Returns the source and
+    the lazily opened Dataset.
     """
-    needed = [*targets, *(["snr"] if with_snr else []), *require]
+    variables = tuple(v for v in dict.fromkeys(variables) if v not in (*targets, "snr"))
+    needed = [*targets, *(["snr"] if with_snr else []), *variables, *require]
     ds = open_spectra(path, require=list(dict.fromkeys(needed)))
     reads = {"targets": list(targets), "with_snr": with_snr, "with_mask": "mask" in ds}
+    if variables:
+        reads["variables"] = list(variables)
     row_chunks = store_row_chunks(ds)
     chunks = [
-        StoreRows(str(path), a, b, tuple(targets), with_snr, reads["with_mask"])
+        StoreRows(str(path), a, b, tuple(targets), with_snr, reads["with_mask"], variables)
         for a, b in row_chunks
     ]
     source = Source(
@@ -108,16 +114,23 @@ def from_store(
 
 
 def from_dataset(
-    ds: xr.Dataset, targets=(), *, with_snr: bool, missing_targets: bool = False
+    ds: xr.Dataset,
+    targets=(),
+    *,
+    with_snr: bool,
+    missing_targets: bool = False,
+    variables=(),
 ) -> Source:
     """Check a Dataset against the store schema and describe its chunks as blocks.
 
     With ``missing_targets`` a target the Dataset lacks reads as NaN (an
-    evaluation then excludes those spectra); otherwise it must be there.
+    evaluation then excludes those spectra); otherwise it must be there, as
+    must the per-spectrum ``variables``.
     """
     name = ds.encoding.get("source", IN_MEMORY)
     present = [t for t in targets if t in ds] if missing_targets else list(targets)
-    validate_spectra(ds, name, require=[*present, *(["snr"] if with_snr else [])])
+    variables = [v for v in dict.fromkeys(variables) if v != "snr"]
+    validate_spectra(ds, name, require=[*present, *(["snr"] if with_snr else []), *variables])
     flux = _as_dask(ds["flux"].data).rechunk({1: -1})
     rows = flux.chunks[0]
     nan = da.full(ds.sizes[SPECTRUM], np.nan, chunks=(rows,))
@@ -128,14 +141,20 @@ def from_dataset(
     )
     optional = {k: _as_dask(ds[k].data) for k in ("snr", "mask") if k in ds}
     chunks = _array_chunks(
-        flux, _as_dask(ds["error"].data), y, optional.get("snr"), optional.get("mask")
+        flux,
+        _as_dask(ds["error"].data),
+        y,
+        optional.get("snr"),
+        optional.get("mask"),
+        {v: _as_dask(ds[v].data) for v in variables},
     )
     return Source(chunks, rows, ds.sizes[WAVELENGTH], ds[WAVELENGTH].values, name)
 
 
-def from_arrays(X, y=None, *, snr=None, error=None, mask=None) -> Source:
+def from_arrays(X, y=None, *, snr=None, error=None, mask=None, variables=None) -> Source:
     """Describe array input (numpy or dask): flux ``X``, targets ``y``, and optionally
-    the routing SNR, errors (default ones) and bad-pixel mask."""
+    the routing SNR, errors (default ones), bad-pixel mask and per-spectrum
+    ``variables`` (a dict of arrays of shape (n_spectra,), e.g. the keys' values)."""
     flux = _as_dask(X)
     if flux.ndim != 2:
         raise ValueError(f"X must have shape (n_spectra, n_pixels); got shape {flux.shape}")
@@ -149,7 +168,15 @@ def from_arrays(X, y=None, *, snr=None, error=None, mask=None) -> Source:
         if y.shape[0] != flux.shape[0]:
             raise ValueError(f"X has {flux.shape[0]} spectra but y has {y.shape[0]}")
     extra = [None if a is None else _as_dask(a) for a in (snr, mask)]
-    chunks = _array_chunks(flux, _as_dask(error), y, *extra)
+    named = {}
+    for name, values in (variables or {}).items():
+        named[name] = _as_dask(values)
+        if named[name].shape != (flux.shape[0],):
+            raise ValueError(
+                f"variables[{name!r}] must have shape ({flux.shape[0]},), one value per "
+                f"spectrum; got {named[name].shape}"
+            )
+    chunks = _array_chunks(flux, _as_dask(error), y, *extra, named)
     return Source(chunks, rows, flux.shape[1], None, "<arrays>")
 
 
@@ -217,9 +244,11 @@ def target_names(y) -> list[str]:
     return ["y"] if n == 1 else [f"y{i}" for i in range(n)]
 
 
-def _array_chunks(flux, error, y, snr=None, mask=None) -> list[ArrayChunk]:
+def _array_chunks(flux, error, y, snr=None, mask=None, variables=None) -> list[ArrayChunk]:
     rows = flux.chunks[0]
     starts = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(int).tolist()
+    named = {k: blocks(v, rows) for k, v in (variables or {}).items()}
+    per_chunk = [{k: b[i] for k, b in named.items()} or None for i in range(len(rows))]
     parts = zip(
         starts,
         blocks(flux, rows, two_d=True),
@@ -227,6 +256,7 @@ def _array_chunks(flux, error, y, snr=None, mask=None) -> list[ArrayChunk]:
         blocks(y, rows, two_d=True),
         blocks(snr, rows),
         blocks(mask, rows, two_d=True),
+        per_chunk,
     )
     return [ArrayChunk(*p) for p in parts]
 
@@ -236,3 +266,31 @@ def _as_dask(a) -> da.Array:
         return a
     a = np.asarray(a)
     return da.from_array(a, chunks=(2048,) + a.shape[1:])
+
+
+def check_array_keys(with_snr: bool, needed, snr, variables) -> None:
+    """Array input must carry the true SNR and the variables the keys and gate read."""
+    if with_snr and snr is None:
+        raise ValueError(
+            "oracle routing needs the true SNR: pass snr=<array of shape (n_spectra,)>, "
+            "or routing='observed' with error=<array>"
+        )
+    missing = [v for v in needed if v not in (variables or {})]
+    if missing:
+        raise ValueError(
+            f"the keys and the gate need the per-spectrum variables {missing}: pass "
+            f"variables={{{missing[0]!r}: <array of shape (n_spectra,)>, ...}}"
+        )
+
+
+def values_reader(ds, snr, variables):
+    """``values(name)`` of a store or Dataset variable, or of the arrays given (for the
+    quantile fine edges: one small 1-D array per key, read on the client)."""
+
+    def values(name: str) -> np.ndarray:
+        if ds is not None:
+            return np.asarray(ds[name].values, dtype=np.float64)
+        given = {"snr": snr, **(variables or {})}
+        return np.asarray(given[name], dtype=np.float64)
+
+    return values

@@ -1,4 +1,5 @@
-"""``SNRBinnedRidge``: a global ridge model plus one ridge expert per SNR bin.
+"""``SNRBinnedRidge``: a global ridge model plus one ridge expert per SNR bin, or per cell
+of any per-spectrum variables and grids of them.
 
 The estimator follows scikit-learn's conventions: ``__init__`` stores its
 arguments unchanged, ``None`` means "from :mod:`dask.config`", validation
@@ -23,12 +24,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import inputs, persist
 from .fit.graph import FitRecord, default_partitions, run_fit
-from .fit.settings import FitSettings, resolve_settings
-from .store.fingerprint import content_hash, store_fingerprint
+from .fit.settings import FitSettings, resolve_settings, with_data
+from .fitted import estimator_params, fitted_attributes
 
 
 class SNRBinnedRidge(RegressorMixin, BaseEstimator):
-    """Ridge regression with one expert per SNR bin, fitted in one pass with Dask.
+    """Ridge regression with one expert per SNR bin (or per cell of any keys), fitted
+    in one pass with Dask.
 
     Parameters
     ----------
@@ -71,11 +73,31 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
     cv_seed : int, optional
         Seed of the fold assignment. Default ``snr-moe.fit.cv.seed`` (0).
     gate : bool or str, optional
-        Also train the deployable gate (:mod:`snr_moe_dask.kernels.gate`) on
-        quality features, in the same pass; a string names the feature set
-        (``"snr"`` or ``"error"``, see :mod:`snr_moe_dask.kernels.quality`). Needs
-        oracle routing (the gate learns the true SNR bin). Default
-        ``snr-moe.fit.gate.enabled`` with ``snr-moe.fit.gate.features``.
+        Also train the deployable gate (:mod:`snr_moe_dask.kernels.gate`) over
+        the experts' cells, in the same pass; a string gives its features
+        (``"snr"``, ``"error"``, ``"snr,pca:4"``, ``"snr,mag"``: see
+        :mod:`snr_moe_dask.kernels.gate_features`). Needs oracle routing (the
+        gate learns the true cell). Default ``snr-moe.fit.gate.enabled`` with
+        ``snr-moe.fit.gate.features``.
+    by : sequence, optional
+        Key the experts by per-spectrum variables instead of ``bins``: e.g.
+        ``[("teff", [4500, 5250]), ("mh", [-1, 0])]`` (a 3 x 3 grid of
+        cells, named like ``teff(4500,5250]|mh(-1,0]``). A variable is a store
+        variable (a label, the true ``snr``), ``observed_snr`` or a quality
+        feature (:mod:`snr_moe_dask.kernels.variables`); edges are
+        right-closed with open outer cells. ``bins=[2, 4, 7]`` is
+        ``by=[("snr", [2, 4, 7])]`` with the cells named ``bin_names``.
+    fine_bins : int, dict or list, optional
+        With ``edges="auto"``: each key's fine bins, ``K`` quantile bins of its
+        training values (an int for every key, or ``{"teff": 8}``), or its
+        fine edges (``{"snr": [1, 2, 3, ...]}``). Default
+        ``snr-moe.bins.fine-bins`` (8); a key's edges in ``by`` are its fine edges.
+    edges : {"auto", "auto:B", "auto:B1,B2"}, optional
+        Choose each key's coarse edges, runs of adjacent fine bins, by
+        ``cv``-fold cross-validation of the oracle-routed mixture from the
+        same pass (:mod:`snr_moe_dask.kernels.edges`): ``B`` bins per key
+        (default ``snr-moe.bins.search-bins``, 4). ``edge_search_`` keeps the
+        chosen edges and the CV error of the alternatives.
 
     Attributes
     ----------
@@ -85,6 +107,14 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
     mean_x_ : ndarray of shape (n_experts, n_pixels)
     experts_ : list of str
         ``["global", *bin_names]``.
+    keys_ : list of (str, list of float)
+        The experts' keys and edges (``[("snr", [2, 4, 7])]`` for the SNR split).
+    bin_edges_, bin_names_ : list
+        The one key's edges (empty for a grid of keys), and the cells' names.
+    edge_search_ : dict or None
+        With ``edges="auto"``: the fine and chosen edges per key, the CV error
+        of the chosen partition and of the best one for every number of bins,
+        and of every run of fine bins (see :func:`snr_moe_dask.fit.solve.search_record`).
     n_train_ : ndarray of shape (n_experts,)
     alpha_ : ndarray of shape (n_experts,)
     fallback_ : dict of str to str
@@ -153,6 +183,9 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         cv_seed=None,
         gate=None,
         calibration=None,
+        by=None,
+        fine_bins=None,
+        edges=None,
     ):
         self.alpha = alpha
         self.bins = bins
@@ -170,6 +203,9 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         self.cv_seed = cv_seed
         self.gate = gate
         self.calibration = calibration
+        self.by = by
+        self.fine_bins = fine_bins
+        self.edges = edges
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -203,6 +239,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         snr=None,
         error=None,
         mask=None,
+        variables=None,
         checkpoint=None,
         resume=False,
         overwrite_checkpoint=False,
@@ -222,6 +259,9 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             oracle routing; observed routing computes it from ``error``).
         error, mask : array-like of shape (n_spectra, n_pixels), optional
             With array input: flux errors (default ones) and bad-pixel mask.
+        variables : dict of str to array-like of shape (n_spectra,), optional
+            With array input: the store variables the keys (``by``) and the
+            gate's features name, e.g. ``{"teff": ..., "mh": ...}``.
         checkpoint : path, optional
             With a store path: save each partition's accumulator to this
             directory as the pass goes (see :mod:`snr_moe_dask.store.checkpoint`).
@@ -242,9 +282,13 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         settings = self._resolved()
         if not isinstance(X, str | os.PathLike | xr.Dataset):
             X, y = self._check_array_input(X, y, reset=True, require_y=True)
-        source, _ = self._source(X, settings, y=y, snr=snr, error=error, mask=mask)
+        arrays = {"y": y, "snr": snr, "error": error, "mask": mask, "variables": variables}
+        source, ds = self._source(X, settings, **arrays)
         if source.path == "" and not isinstance(X, xr.Dataset):
             settings = replace(settings, targets=tuple(inputs.target_names(y)))
+        settings = with_data(
+            settings, source.n_pixels, sum(source.rows), inputs.values_reader(ds, snr, variables)
+        )
         partitions = int(settings.partitions or default_partitions())
         solved, gate, record = run_fit(
             source,
@@ -254,7 +298,8 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             resume=resume,
             overwrite_checkpoint=overwrite_checkpoint,
         )
-        self._set_fitted(solved, gate, settings, source)
+        for name, value in fitted_attributes(solved, gate, settings, source).items():
+            setattr(self, name, value)
         self.train_snr_hist_ = persist.snr_histogram(record.route_snr)
         self.timings_ = {
             "pass": solved["pass_seconds"],
@@ -268,50 +313,16 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
 
     def _source(self, X, settings: FitSettings, **arrays) -> tuple[inputs.Source, object]:
         """The fit's input, checked: a store path, a Dataset or arrays."""
-        oracle = settings.routing == "oracle"
+        with_snr, variables = settings.with_snr, settings.store_variables
         if isinstance(X, str | os.PathLike):
-            return inputs.from_store(X, settings.targets, with_snr=oracle)
+            return inputs.from_store(X, settings.targets, with_snr=with_snr, variables=variables)
         if isinstance(X, xr.Dataset):
-            return inputs.from_dataset(X, settings.targets, with_snr=oracle), X
-        if oracle and arrays.get("snr") is None:
-            raise ValueError(
-                "oracle routing needs the true SNR: pass snr=<array of shape (n_spectra,)>, "
-                "or routing='observed' with error=<array>"
+            source = inputs.from_dataset(
+                X, settings.targets, with_snr=with_snr, variables=variables
             )
+            return source, X
+        inputs.check_array_keys(with_snr, variables, arrays.get("snr"), arrays.get("variables"))
         return inputs.from_arrays(X, **arrays), None
-
-    def _set_fitted(self, solved: dict, gate, settings: FitSettings, source) -> None:
-        """The fitted attributes (see :data:`snr_moe_dask.persist.FITTED`)."""
-        for key in ("coef", "intercept", "mean_x", "experts", "n_train", "alpha"):
-            setattr(self, f"{key}_", solved[key])
-        for key in ("fallback", "solver", "excluded", "cv", "calibration"):
-            setattr(self, f"{key}_", solved[key])
-        refined = solved.get("accuracy", {})
-        self.accuracy_ = {
-            name: {"estimate": estimate, **refined.get(name, {})}
-            for name, estimate in solved.get("estimate", {}).items()
-        }
-        self.gate_ = gate
-        self.bin_edges_ = list(settings.edges)
-        self.bin_names_ = list(settings.names)
-        self.routing_ = settings.routing
-        self.precision_ = settings.precision
-        self.standardize_ = settings.standardize
-        self.min_spectra_ = settings.min_spectra
-        self.max_bad_fraction_ = settings.max_bad_fraction
-        self.targets_ = list(settings.targets)
-        self.n_features_in_ = int(source.n_pixels)
-        self.wavelength_ = source.wavelength
-        path = source.path or (
-            source.name if source.name not in (inputs.IN_MEMORY, "<arrays>") else ""
-        )
-        self.train_store_ = str(path)
-        self.train_fingerprint_ = source.fingerprint or (store_fingerprint(path) if path else "")
-        # What the pass read, as per-chunk digests: the store's content, for the
-        # evaluation's check that a test store is not the training store.
-        self.train_content_ = content_hash(solved["digest"]) if len(solved["digest"]) else ""
-        self.train_reads_ = dict(source.reads)
-        self.path_ = ""
 
     @property
     def fit_record(self) -> FitRecord | None:
@@ -325,7 +336,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ predict
 
-    def predict(self, X, *, snr=None, error=None, mask=None, routing=None):
+    def predict(self, X, *, snr=None, error=None, mask=None, routing=None, variables=None):
         """Predict with each spectrum's expert.
 
         Parameters
@@ -335,6 +346,8 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
             With array input and oracle routing: the true SNR.
         error, mask : array-like, optional
             With array input: errors (for observed routing and bad pixels) and mask.
+        variables : dict of str to array-like of shape (n_spectra,), optional
+            With array input: the store variables the keys and the gate need.
         routing : {"oracle", "observed", "learned", "soft"}, optional
             Defaults to the routing the model was fitted with; ``learned``
             and ``soft`` use the model's gate.
@@ -344,21 +357,17 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
         ndarray or dask array of shape (n_spectra,) or (n_spectra, n_targets)
             Dask when the input is lazy.
         """
-        from .predict.graph import parse_routings, prediction_arrays
+        from .predict.graph import needed_reads, parse_routings, prediction_arrays
 
         check_is_fitted(self)
         routing = parse_routings(routing, self.routing_)[0]
-        oracle = routing == "oracle"
+        with_snr, needed = needed_reads(self, [routing])
         if isinstance(X, xr.Dataset):
-            source = inputs.from_dataset(X, with_snr=oracle)
+            source = inputs.from_dataset(X, with_snr=with_snr, variables=needed)
         else:
             X, _ = self._check_array_input(X, None, reset=False, require_y=False)
-            if oracle and snr is None:
-                raise ValueError(
-                    "oracle routing needs the true SNR: pass snr=<array of shape (n_spectra,)>, "
-                    "or routing='observed' with error=<array>"
-                )
-            source = inputs.from_arrays(X, snr=snr, error=error, mask=mask)
+            inputs.check_array_keys(with_snr, needed, snr, variables)
+            source = inputs.from_arrays(X, snr=snr, error=error, mask=mask, variables=variables)
         out = prediction_arrays(self, source, routing)["y_moe_all"]
         if len(self.targets_) == 1:
             out = out[:, 0]
@@ -403,17 +412,7 @@ class SNRBinnedRidge(RegressorMixin, BaseEstimator):
 def load_model(path: str | os.PathLike) -> SNRBinnedRidge:
     """Read a model written by :meth:`SNRBinnedRidge.save` (arrays and JSON only)."""
     state = persist.read_model(path)
-    model = SNRBinnedRidge(
-        alpha=dict(zip(state["experts_"], (float(a) for a in state["alpha_"]))),
-        bins=list(state["bin_edges_"]),
-        bin_names=list(state["bin_names_"]),
-        routing=state["routing_"],
-        target=list(state["targets_"]),
-        precision=state["precision_"],
-        standardize=state["standardize_"],
-        min_spectra=state["min_spectra_"],
-        max_bad_fraction=state["max_bad_fraction_"],
-    )
+    model = SNRBinnedRidge(**estimator_params(state))
     for name, value in state.items():
         setattr(model, name, value)
     return model

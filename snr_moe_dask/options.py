@@ -26,9 +26,9 @@ from typing import Any
 import dask.config
 import yaml
 
+from . import keyspec
 from .checks import (
     FIT_ROUTINGS,
-    GATE_FEATURES,
     Invalid,
     _grid_from_config,
     adapt,
@@ -40,7 +40,6 @@ from .checks import (
     duration,
     existing_file,
     folds,
-    gate,
     integer,
     memory,
     name_list,
@@ -152,6 +151,22 @@ OPTIONS: tuple[Option, ...] = (
            "--bins", (FIT,), "bins.edges"),
     Option("bin_names", name_list, "one name per bin, e.g. X,L,M,H", "bins.names",
            "--bin-names", (FIT,), "bins.names"),
+    Option("by", keyspec.by, "key the experts by a per-spectrum variable: VAR[:EDGES], e.g. "
+           "teff:4500,5250 (a store variable, snr, observed_snr or a quality feature); "
+           "repeat it for a grid of cells; --bins 2,4,7 is --by snr:2,4,7", None, "--by",
+           (FIT,), "bins.by", action="append", metavar="VAR[:EDGES]"),
+    Option("fine_bins", keyspec.fine_bins, "with --edges auto: K quantile fine bins per key "
+           "(K, or VAR:K), or a key's fine edges (VAR:e1,e2,...); repeatable", None,
+           "--fine-bins", (FIT,), "bins.fine_bins", action="append"),
+    Option("edges", keyspec.search, "auto[:B]: choose B coarse bins per key, runs of adjacent "
+           "fine bins, by K-fold CV of the oracle-routed mixture, from the same pass", None,
+           "--edges", (FIT,), "bins.search", metavar="auto[:B]"),
+    Option("default_fine_bins", POSITIVE, "fine bins per key for --edges auto without "
+           "--fine-bins", "bins.fine-bins"),
+    Option("default_search_bins", POSITIVE, "coarse bins per key for --edges auto",
+           "bins.search-bins"),
+    Option("search_method", choice("exact", "coordinate"), "the edge search: exact, or "
+           "coordinate-wise (approximate, for large grids)", "bins.search-method"),
     Option("routing", choice(*FIT_ROUTINGS), "bin by the store's true snr (oracle) or the "
            "observed median flux/error", "fit.routing", "--routing", (FIT,), "routing.type"),
     Option("target", targets, "label(s) to predict, default logg", "fit.target",
@@ -172,10 +187,16 @@ OPTIONS: tuple[Option, ...] = (
            "fit.partitions", "--partitions", (FIT,), "fit.partitions"),
     Option("strict", boolean, "any bad pixel is an error naming the variable and spectrum",
            "fit.strict", "--strict", (FIT,), "fit.strict", action="store_true"),
-    Option("gate", gate, "train the deployable gate in the fit pass (needs oracle routing)",
-           "fit.gate.enabled"),
-    Option("gate_features", choice(*GATE_FEATURES), "the gate's feature set",
-           "fit.gate.features"),
+    Option("gate", keyspec.gate, "train the deployable gate in the fit pass (needs oracle "
+           "routing)", "fit.gate.enabled"),
+    Option("gate_features", keyspec.gate_features, "the gate's features: snr, error, pca:K "
+           "(K leading principal components of the training spectra) and per-spectrum "
+           "variables, comma-separated", "fit.gate.features", "--gate-features", (FIT,),
+           "fit.gate_features"),
+    Option("gate_sample", POSITIVE, "spectra whose flux the pass keeps to train the gate's "
+           "principal-component features", "fit.gate.pca-sample"),
+    Option("pack_above", number(0), "pack each slot's Gram triangle when one fold chain's "
+           "statistics would exceed this many GB unpacked", "fit.pack-above-gb"),
     Option("gate_max_train", POSITIVE, "the gate trains on at most this many spectra",
            "fit.gate.max-train-spectra"),
     Option("checkpoint_every", POSITIVE, "chunks between a fold chain's checkpoints",
@@ -293,6 +314,9 @@ OPTIONS: tuple[Option, ...] = (
            "connect)", None, "--insecure", ALL_COMMANDS, action="store_true"),
     Option("quiet", boolean, "no dashboard link or progress bars", "cluster.quiet",
            "--quiet", ALL_COMMANDS, action="store_true"),
+    Option("worker_spill", boolean, "let LocalCluster workers spill data to disk (off: a "
+           "fit's accumulators are needed at once, and spilling them only copies them)",
+           "cluster.spill"),
     Option("dashboard_address", text, "where a LocalCluster's dashboard listens",
            "cluster.dashboard-address"),
     Option("connect_timeout", duration, "how long to wait for a scheduler to answer",

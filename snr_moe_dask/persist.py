@@ -6,6 +6,11 @@ freshly fitted model and one loaded from its store have the same attributes
 with equal values: everything :data:`FITTED` names is written and read here,
 in one place. The store is Zarr format 3 that ``xarray.open_zarr`` reads:
 arrays, plain attributes and JSON strings, nothing pickled.
+
+Format version 2 adds the experts' keys (attribute ``keys``), the edge search
+(``edge_search`` and its ``search_*`` arrays) and the gate's principal
+components (``gate_components``, ``gate_component_mean``); a version-1 store
+(SNR bins only) reads as a model keyed by ``snr`` with no search.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import numpy as np
 import xarray as xr
 
 from .kernels.binning import bin_ranges
+from .persist_search import SEARCH_ARRAYS, read_search, with_search
 from .store.outputs import atomic_path
 from .store.rows import StoreError, check_complete
 from .store.schema import EXPERT, TARGET, WAVELENGTH, open_zarr_quietly, write_zarr
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Every fitted attribute, in one list: the round trip keeps each of them.
 FITTED = (
@@ -38,6 +44,8 @@ FITTED = (
     "cv_",
     "gate_",
     "calibration_",
+    "keys_",
+    "edge_search_",
     "bin_edges_",
     "bin_names_",
     "routing_",
@@ -72,6 +80,10 @@ _CALIBRATION_ARRAYS = {
     "snr_centre": (EXPERT, "calibration_bin"),
     "variance": (EXPERT, "calibration_bin", TARGET),
     "count": (EXPERT, "calibration_bin"),
+}
+_GATE_OPTIONAL = {
+    "components": ("gate_component", WAVELENGTH),
+    "component_mean": (WAVELENGTH,),
 }
 _CV_ARRAYS = {
     "mse": (EXPERT, "cv_fold", "alpha_grid"),
@@ -113,6 +125,7 @@ def to_dataset(state: dict) -> xr.Dataset:
         package_version=__version__,
         bin_edges=list(state["bin_edges_"]),
         bin_names=list(state["bin_names_"]),
+        keys=json.dumps([[name, list(edges)] for name, edges in state["keys_"]]),
         bin_ranges=[list(r) for r in bin_ranges(state["bin_edges_"])],
         standardize=bool(state["standardize_"]),
         min_spectra=int(state["min_spectra_"]),
@@ -127,6 +140,8 @@ def to_dataset(state: dict) -> xr.Dataset:
         ds = _with_cv(ds, state["cv_"])
     if state["calibration_"]:
         ds = _with_calibration(ds, state["calibration_"])
+    if state["edge_search_"]:
+        ds = with_search(ds, state["edge_search_"])
     return ds
 
 
@@ -148,6 +163,9 @@ def _with_gate(ds: xr.Dataset, gate: dict) -> xr.Dataset:
     ds = ds.assign_coords(gate_feature=("gate_feature", np.array(gate["features"], dtype=object)))
     for key, dims in _GATE_ARRAYS.items():
         ds[f"gate_{key}"] = (dims, gate[key])
+    for key, dims in _GATE_OPTIONAL.items():
+        if gate.get(key) is not None:
+            ds[f"gate_{key}"] = (dims, gate[key])
     scalars = {k: gate[k] for k in _GATE_SCALARS}
     ds.attrs["gate"] = json.dumps(scalars | {"classes": [int(c) for c in gate["classes"]]})
     return ds
@@ -216,7 +234,10 @@ def read_model(path: str | os.PathLike) -> dict:
         "gate_": _read_gate(ds) if "gate_coef" in ds else None,
         "cv_": _read_cv(ds) if "cv_mse" in ds else None,
         "calibration_": _read_calibration(ds) if "calibration_variance" in ds else None,
+        "edge_search_": read_search(ds) if "edge_search" in a else None,
     }
+    keys = json.loads(a["keys"]) if "keys" in a else [["snr", state["bin_edges_"]]]
+    state["keys_"] = [(str(name), [float(e) for e in edges]) for name, edges in keys]
     return state
 
 
@@ -254,6 +275,8 @@ def _check_complete_model(ds: xr.Dataset, name: str) -> None:
         missing += [v for v in names if v not in ds]
     if "calibration_variance" in ds:
         missing += [f"calibration_{k}" for k in _CALIBRATION_ARRAYS if f"calibration_{k}" not in ds]
+    if "edge_search" in ds.attrs:
+        missing += [v for v in SEARCH_ARRAYS if v not in ds]
     missing += [f"attribute {a!r}" for a in _REQUIRED_ATTRS if a not in ds.attrs]
     if EXPERT not in ds.coords or TARGET not in ds.coords or WAVELENGTH not in ds.coords:
         missing.append("coordinates 'expert', 'target' and 'wavelength'")
@@ -266,6 +289,9 @@ def _check_complete_model(ds: xr.Dataset, name: str) -> None:
 
 def _read_gate(ds: xr.Dataset) -> dict:
     gate = {key: ds[f"gate_{key}"].values for key in _GATE_ARRAYS}
+    for key in _GATE_OPTIONAL:
+        if f"gate_{key}" in ds:
+            gate[key] = ds[f"gate_{key}"].values
     gate["features"] = [str(f) for f in ds["gate_feature"].values]
     gate.update(json.loads(ds.attrs["gate"]))
     gate["classes"] = np.array(gate["classes"])

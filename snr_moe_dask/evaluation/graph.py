@@ -23,14 +23,17 @@ import xarray as xr
 from dask.base import tokenize
 
 from .. import inputs
+from ..fit.solve import no_cell_name
 from ..graph import pairwise_tree, run_graph
 from ..kernels import metrics as M
+from ..kernels.variables import is_derived, routed_variable
 from ..model import SNRBinnedRidge, load_model
 from ..options import resolve
 from ..predict.graph import (
     check_compatible,
     check_gate,
     model_params,
+    needed_reads,
     parse_routings,
     pred_vars,
 )
@@ -121,12 +124,12 @@ def prepare_evaluation(
         raise ValueError(f"error_scale must be a positive number; got {error_scale!r}")
     threshold = resolve("gate_threshold", gate_threshold)
     check_gate(model, routings)
-    oracle = "oracle" in routings
+    with_snr, variables = needed_reads(model, routings)
     if isinstance(test, xr.Dataset):
-        source, ds = inputs.from_dataset(test, [target], with_snr=oracle), test
-        test_name, path = source.name, test.encoding.get("source")
+        source = inputs.from_dataset(test, [target], with_snr=with_snr, variables=variables)
+        ds, test_name, path = test, source.name, test.encoding.get("source")
     else:
-        source, ds = inputs.from_store(test, [target], with_snr=oracle)
+        source, ds = inputs.from_store(test, [target], with_snr=with_snr, variables=variables)
         test_name = path = str(test)
     check_compatible(model, ds, test_name)
     training = bool(path) and is_training_store(model, path)
@@ -154,6 +157,17 @@ def prepare_evaluation(
     return model, plan
 
 
+def is_snr_keyed(model: SNRBinnedRidge) -> bool:
+    """Whether the experts are keyed by one SNR (true or observed)."""
+    return [name for name, _ in model.keys_] in (["snr"], ["observed_snr"])
+
+
+def knows_true_cells(model: SNRBinnedRidge, ds: xr.Dataset) -> bool:
+    """Whether the test store holds every key's true value (its ``snr``, its labels)."""
+    names = [routed_variable(name, "oracle") for name, _ in model.keys_]
+    return all(is_derived(v) or v in ds for v in names)
+
+
 def is_training_store(model: SNRBinnedRidge, path: str) -> bool:
     """Whether the store at ``path`` is (a copy of) the model's training store.
 
@@ -173,7 +187,12 @@ def is_training_store(model: SNRBinnedRidge, path: str) -> bool:
     if is_checksummed(path) or not model.train_content_ or not reads:
         return True
     try:
-        source, _ = inputs.from_store(path, reads["targets"], with_snr=reads["with_snr"])
+        source, _ = inputs.from_store(
+            path,
+            reads["targets"],
+            with_snr=reads["with_snr"],
+            variables=reads.get("variables", ()),
+        )
     except ValueError:
         return False  # it lacks what the fit read: not the same store
     digests = chunk_digests(source.chunks)
@@ -191,7 +210,7 @@ def evaluate_into(model: SNRBinnedRidge, plan: Evaluation, directory: Path) -> d
         gate_threshold=plan.gate_threshold,
         error_scale=plan.error_scale,
     )
-    params["by_true"] = "snr" in plan.ds  # compare routings within true bins when known
+    params["by_true"] = knows_true_cells(model, plan.ds)  # compare within true cells if known
     edges = _histogram_edges(model, plan)
     predictions = directory / "predictions.zarr"
     _create_predictions(
@@ -207,7 +226,8 @@ def evaluate_into(model: SNRBinnedRidge, plan: Evaluation, directory: Path) -> d
     total = _summary_graph(plan, params, predictions, edges)
     (summary,) = run_graph(total, label="evaluate: predictions and metrics")
     if not summary["sums"]["n"].sum():
-        excluded = dict(zip([*model.bin_names_, "no_snr"], summary["excluded"].tolist()))
+        labels = [*model.bin_names_, no_cell_name(model.keys_)]
+        excluded = dict(zip(labels, summary["excluded"].tolist()))
         raise ValueError(
             f"no spectrum of test store {plan.test_name!r} is usable for the metrics: all "
             f"{int(sum(plan.source.rows)):,} lack a finite {plan.target!r} or have more "
@@ -291,8 +311,9 @@ def _figdata(model: SNRBinnedRidge, summary: dict, edges: dict) -> dict:
             "count_test": summary["snr_hist"],
             "count_train": model.train_snr_hist_[1],
         },
-        "bin_edges": list(model.bin_edges_),
-        "bin_names": list(model.bin_names_),
+        # the SNR figure marks the bins of an SNR key only
+        "bin_edges": list(model.bin_edges_) if is_snr_keyed(model) else [],
+        "bin_names": list(model.bin_names_) if is_snr_keyed(model) else [],
     }
 
 

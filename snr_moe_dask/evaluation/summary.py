@@ -6,8 +6,11 @@ Everything here works from small per-bin sums (see
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
+from ..fit.solve import no_cell_name
 from ..kernels import metrics as M
 from ..kernels.binning import bin_ranges
 
@@ -28,7 +31,7 @@ def summarize(
     ci, gains = _bootstrap_cis(summary, names, n_resamples)
     bins = _bin_entries(model, sums, ci)
     served = sum(b["n_test"] for b in bins if not b["fallback"])
-    slots = [*names, "no_snr"]
+    slots = [*names, no_cell_name(model.keys_)]
     return {
         "target": target,
         "routing": params["routings"][0],
@@ -52,6 +55,9 @@ def summarize(
         "fallback": model.fallback_,
         "routings": routing_comparison(model, summary, compared, params, gains),
         **({"alpha_cv": alpha_comparison(model, compared, params)} if params.get("fixed") else {}),
+        "keys": [{"name": name, "edges": list(edges)} for name, edges in model.keys_],
+        "grid_shape": [len(edges) + 1 for _, edges in model.keys_],
+        **({"edge_search": search_summary(model.edge_search_)} if model.edge_search_ else {}),
         **(
             {"calibration": calibration_section(model, summary, params)}
             if "calibration" in summary
@@ -75,16 +81,26 @@ def _bootstrap_cis(summary: dict, names: list[str], n_resamples: int):
     return ci, gains
 
 
+def cell_ranges(keys) -> list[dict[str, list]]:
+    """Each cell's range per key, ``{name: [low, high]}`` (None for an open end), in
+    cell order (C order over the keys)."""
+    per_key = [[(name, list(r)) for r in bin_ranges(edges)] for name, edges in keys]
+    return [dict(combo) for combo in itertools.product(*per_key)]
+
+
 def _bin_entries(model, sums: dict, ci: dict) -> list[dict]:
-    """The ``bins`` section of metrics.json."""
+    """The ``bins`` section of metrics.json: one entry per cell. An SNR key's cells
+    carry ``snr_low`` and ``snr_high``; every cell its ``ranges`` per key."""
     bins = []
-    for k, (name, (lo, hi)) in enumerate(zip(model.bin_names_, bin_ranges(model.bin_edges_))):
+    snr_keyed = [name for name, _ in model.keys_] in (["snr"], ["observed_snr"])
+    for k, (name, ranges) in enumerate(zip(model.bin_names_, cell_ranges(model.keys_))):
         m = M.finalize({key: float(v[k]) for key, v in sums.items()})
+        bounds = next(iter(ranges.values()))
         bins.append(
             {
                 "name": name,
-                "snr_low": lo,
-                "snr_high": hi,
+                **({"snr_low": bounds[0], "snr_high": bounds[1]} if snr_keyed else {}),
+                "ranges": ranges,
                 "n_train": int(model.n_train_[k + 1]),
                 "n_test": m["n"],
                 "r2_expert": m["r2_moe"],
@@ -201,6 +217,30 @@ def alpha_comparison(model, compared, params: dict) -> dict:
             nm: {"r2_fixed": m["r2_fixed_alpha"], "r2_cv": m[f"r2_{primary}"]}
             for nm, m in zip(names, per_bin)
         },
+    }
+
+
+def search_summary(search: dict) -> dict:
+    """The ``edge_search`` section of metrics.json: what the search chose and the CV
+    error of the alternatives (the best partition for every number of bins)."""
+    return {
+        "keys": search["keys"],
+        "n_bins": search["n_bins"],
+        "cv_error": search["error"],
+        "folds": search["folds"],
+        "method": search["method"],
+        "alpha": search["alpha"] if search.get("alphas") is None else "cv",
+        "solves": search["solves"],
+        "alternatives": [
+            {
+                "bins": [int(b) for b in counts.split(",")],
+                "edges": edges,
+                "cv_error": float(
+                    search["errors_by_bins"][tuple(int(b) - 1 for b in counts.split(","))]
+                ),
+            }
+            for counts, edges in search["edges_by_bins"].items()
+        ],
     }
 
 

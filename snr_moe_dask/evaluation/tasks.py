@@ -19,14 +19,16 @@ def evaluate_chunk(chunk, params: dict) -> dict[str, np.ndarray]:
     """Read one chunk and evaluate it (see :func:`evaluate_block`)."""
     d = chunk.read()
     y = d["y"][:, 0] if d["y"].shape[1] else None
-    return evaluate_block(d["flux"], d["error"], d.get("mask"), y, d.get("snr"), params)
+    stored = {**d.get("variables", {}), "snr": d.get("snr")}
+    return evaluate_block(d["flux"], d["error"], d.get("mask"), y, stored, params)
 
 
-def evaluate_block(flux, error, mask, y, true_snr, params: dict) -> dict[str, np.ndarray]:
-    """:func:`~snr_moe_dask.predict.tasks.predict_block`'s outputs, and the truth:
-    ``y_true`` (m,) (NaN where unknown) and ``used`` (m,) bool (False for spectra
-    the metrics exclude: a NaN target or more than ``max_bad_fraction`` bad pixels)."""
-    out = predict_block(flux, error, mask, true_snr, params)
+def evaluate_block(flux, error, mask, y, stored, params: dict) -> dict[str, np.ndarray]:
+    """:func:`~snr_moe_dask.predict.tasks.predict_block`'s outputs (``stored``: the
+    store variables read with the block), and the truth: ``y_true`` (m,) (NaN
+    where unknown) and ``used`` (m,) bool (False for spectra the metrics
+    exclude: a NaN target or more than ``max_bad_fraction`` bad pixels)."""
+    out = predict_block(flux, error, mask, stored, params)
     y_true = np.full(len(flux), np.nan) if y is None else np.asarray(y, np.float64)
     limit = params["max_bad_fraction"] * flux.shape[1]
     out.update(y_true=y_true, used=np.isfinite(y_true) & (out["bad_pixels"] <= limit))
@@ -59,7 +61,7 @@ def chunk_summary(
     snr_edges,
 ) -> dict:
     """Everything the client needs from one evaluated chunk (graph task)."""
-    n_bins = len(params["edges"]) + 1
+    n_bins = params["n_cells"]
     slots = _slots(block, n_bins)
     y, yg, ym = block["y_true"], block["y_global"], block["y_moe"]
     keep = slots >= 0

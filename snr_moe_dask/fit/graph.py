@@ -9,7 +9,9 @@ and about one chunk, however many spectra there are, and each chunk is read
 once.
 
 The partition accumulators are merged pairwise in a fixed order, so a given
-graph gives bit-identical results whichever worker runs which task.
+graph gives bit-identical results whichever worker runs which task. Large
+(packed) accumulators are merged a group of slots at a time
+(:func:`merge_tree`), so no worker holds two of them at once.
 Everything stays in the task graph, so Dask can recompute a lost piece.
 """
 
@@ -24,26 +26,17 @@ import numpy as np
 
 from ..graph import pairwise_tree, run_graph
 from ..inputs import Source
+from ..kernels import packed
 from ..kernels.calibration import sample_chunks
 from ..kernels.cv import expert_folds, fold_sse_task, gcv_task
 from ..store import checkpoint as ckpt
 from ..store.fingerprint import is_checksummed, store_fingerprint
+from .calibrate import calibration_chunk, expert_system, factor_expert, fit_calibration
+from .gating import train_gate
+from .refine import chunk_cells, merge_refine, refine_chunk, refine_inputs, refine_solution
 from .settings import FitSettings
-from .tasks import (
-    calibration_chunk,
-    chunk_routes,
-    expert_system,
-    factor_expert,
-    fit_calibration,
-    fold,
-    merge_partials,
-    merge_refine,
-    refine_chunk,
-    refine_inputs,
-    refine_solution,
-    solve_experts,
-    train_gate,
-)
+from .solve import choose_cells, solve_experts
+from .tasks import fold, merge_partials, merge_piece, slot_piece
 
 
 @dataclass
@@ -91,12 +84,16 @@ def run_fit(
             checkpoint, source, settings, partitions, resume, overwrite_checkpoint
         )
     total, folded = build_chains(source, settings, partitions, plan)
-    solved = dask.delayed(solve_experts, pure=True)(total, settings, cv_graph(total, settings))
+    choice = None
+    if settings.search:
+        choice = dask.delayed(choose_cells, pure=True)(total, settings)
+    cv = None if settings.search else cv_graph(total, settings)
+    solved = dask.delayed(solve_experts, pure=True)(total, settings, cv, choice)
     if settings.refine:
         solved = refinement_graph(total, solved, source, settings)
     tasks = [solved, calibration_graph(source, total, solved, settings)]
     if settings.gate:
-        tasks.append(dask.delayed(train_gate, pure=True)(total, settings))
+        tasks.append(dask.delayed(train_gate, pure=True)(total, settings, choice))
     solved, calibration, *gate = run_graph(
         *tasks, label="fit: one pass over the spectra, then the solve"
     )
@@ -126,15 +123,23 @@ def calibration_graph(source: Source, total, solve, settings: FitSettings):
         return None
     token = dask.base.tokenize(source.token(), settings, chunks)
     system = dask.delayed(expert_system, pure=True)(solve, dask_key_name=f"system-{token}")
+    cells = dask.delayed(chunk_cells, pure=True)(total, dask_key_name=f"cells-{token}")
     factors = [
         dask.delayed(factor_expert, pure=True)(
             total, system, settings, e, dask_key_name=f"factor-{token}-{e}"
         )
-        for e in range(len(settings.experts))
+        # With a search the experts are chosen by the solve: at most one per fine cell.
+        for e in range(1 + settings.n_bins)
     ]
     parts = [
         dask.delayed(calibration_chunk, pure=True)(
-            source.chunks[i], system, factors, settings, dask_key_name=f"calibrate-{token}-{i}"
+            source.chunks[i],
+            i,
+            cells,
+            system,
+            factors,
+            settings,
+            dask_key_name=f"calibrate-{token}-{i}",
         )
         for i in chunks
     ]
@@ -162,14 +167,13 @@ def refinement_graph(total, solved, source: Source, settings: FitSettings):
     the statistics. A round after the first reads the chunks only if some expert's
     estimated error is still above the tolerance (ill-conditioned experts)."""
     token = dask.base.tokenize(source.token(), settings, "refine")
-    key = "route_snr" if settings.routing == "oracle" else "snr"
-    routes = dask.delayed(chunk_routes, pure=True)(total, key, dask_key_name=f"routes-{token}")
+    cells = dask.delayed(chunk_cells, pure=True)(total, dask_key_name=f"cells-{token}")
     for round_ in range(REFINE_ROUNDS):
         name = f"{token}-{round_}"
         coefs = dask.delayed(refine_inputs, pure=True)(solved, dask_key_name=f"coefs-{name}")
         parts = [
             dask.delayed(refine_chunk, pure=True)(
-                chunk, i, routes, coefs, settings, dask_key_name=f"refine-{name}-{i}"
+                chunk, i, cells, coefs, settings, dask_key_name=f"refine-{name}-{i}"
             )
             for i, chunk in enumerate(source.chunks)
         ]
@@ -245,7 +249,43 @@ def build_chains(source: Source, settings: FitSettings, partitions: int, plan: d
                     acc, path, i, dask_key_name=f"checkpoint-{token}-{p}-{i}"
                 )
         partials.append(acc)
-    return pairwise_tree(partials, merge_partials, f"merge-{token}"), folded
+    return merge_tree(partials, settings, source.n_pixels, f"merge-{token}"), folded
+
+
+PIECE_BYTES = 1 << 28  # a packed merge moves about this much at a time
+
+
+def merge_tree(partials: list, settings: FitSettings, n_pixels: int, name: str):
+    """Merge the fold chains' accumulators pairwise, in a fixed order.
+
+    Unpacked accumulators merge whole (:func:`~snr_moe_dask.fit.tasks.merge_partials`).
+    A packed one (many large slots, see :func:`~snr_moe_dask.fit.settings.with_data`)
+    is merged into the other a piece of about 256 MB at a time, each piece a
+    task (:func:`~snr_moe_dask.fit.tasks.slot_piece`, then
+    :func:`~snr_moe_dask.fit.tasks.merge_piece` in a chain): the merge runs
+    where the whole accumulator is, and a worker holds one accumulator and a
+    piece instead of two accumulators.
+    """
+    if not settings.packed:
+        return pairwise_tree(partials, merge_partials, name)
+    n_slots = settings.n_bins * settings.n_folds
+    per_piece = max(1, PIECE_BYTES // (packed.packed_size(n_pixels) * 8))
+    bounds = list(range(0, n_slots, per_piece)) + [n_slots]
+    level, depth = list(partials), 0
+    while len(level) > 1:
+        merged = []
+        for j, (a, b) in enumerate(zip(level[::2], level[1::2])):
+            for g, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+                key = f"{name}-{depth}-{j}-{g}"
+                piece = dask.delayed(slot_piece, pure=True)(
+                    b, lo, hi, g == 0, dask_key_name=f"piece-{key}"
+                )
+                a = dask.delayed(merge_piece, pure=True)(a, piece, dask_key_name=key)
+            merged.append(a)
+        if len(level) % 2:
+            merged.append(level[-1])
+        level, depth = merged, depth + 1
+    return level[0]
 
 
 def cv_graph(total, settings: FitSettings) -> list | None:
@@ -260,7 +300,7 @@ def cv_graph(total, settings: FitSettings) -> list | None:
     if not cv:
         return None
     alphas = np.array(cv.alphas)
-    groups = [list(range(settings.n_bins))] + [[k] for k in range(settings.n_bins)]
+    groups = [list(range(settings.n_bins))] + [[k] for k in range(settings.n_bins)]  # cells
     out = []
     for slots in groups:
         folds = dask.delayed(expert_folds, pure=True)(total, slots, cv.folds)

@@ -1,7 +1,9 @@
-"""The deployable gate: route spectra to experts without their true SNR.
+"""The deployable gate: route spectra to experts without their true cell.
 
-A multinomial logistic regression on the standardized quality features
-(:mod:`snr_moe_dask.kernels.quality`) predicts each spectrum's SNR bin. It is
+A multinomial logistic regression on standardized features
+(:mod:`snr_moe_dask.kernels.gate_features`: quality features, per-spectrum
+variables, leading principal components) predicts each spectrum's cell (its
+SNR bin, or its cell of a grid of keys). It is
 trained with scikit-learn on the small feature table gathered from the fit
 pass, and stored as plain arrays, so applying it is numpy:
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .quality import FEATURE_SETS
+from .gate_features import feature_names, parse_features
 
 
 def _standardize(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +45,7 @@ def fit_gate(
     feature_set: str = "snr",
     max_rows: int = 200_000,
     leakage_alpha: float = 1.0,
+    names=None,
 ) -> dict:
     """Train the gate and the leakage check (graph task).
 
@@ -55,11 +58,14 @@ def fit_gate(
         The first target, NaN where unknown.
     n_bins : int
     feature_set : str
-        The name of the features' set (see :mod:`snr_moe_dask.kernels.quality`).
+        The features' spec (see :mod:`snr_moe_dask.kernels.gate_features`).
     max_rows : int
         Train on at most this many spectra, evenly spread over the store.
     leakage_alpha : float
         Ridge penalty of the leakage check.
+    names : list of str, optional
+        One name per feature column; default the spec's
+        (:func:`~snr_moe_dask.kernels.gate_features.feature_names`).
 
     Returns
     -------
@@ -112,7 +118,7 @@ def fit_gate(
         "train_accuracy": accuracy,
         "leak_r2_train": leak_r2,
         "feature_set": feature_set,
-        "features": list(FEATURE_SETS[feature_set]),
+        "features": list(names or feature_names(parse_features(feature_set))),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .binning import NO_BIN, assign_bins
+from .binning import NO_BIN
 from .gate import hard_route_bins, soft_route
 
 
@@ -81,16 +81,17 @@ def routed_predictions(
     pred: np.ndarray,
     routing: str,
     *,
-    true_snr: np.ndarray | None,
-    observed_snr: np.ndarray,
+    cells: dict[str, np.ndarray],
     probabilities: np.ndarray | None,
     params: dict,
 ) -> dict[str, np.ndarray]:
     """One routing's predictions for a block.
 
-    ``oracle`` and ``observed`` bin by the true or the observed SNR; ``learned``
-    takes the gate's most probable bin; ``soft`` mixes the experts by the
-    gate's probabilities (see :func:`snr_moe_dask.kernels.gate.soft_route`).
+    ``oracle`` and ``observed`` route by ``cells[routing]``, each spectrum's
+    cell from its keys' true or observed values
+    (:func:`snr_moe_dask.kernels.cells.assign_cells`); ``learned`` takes the
+    gate's most probable cell; ``soft`` mixes the experts by the gate's
+    probabilities (see :func:`snr_moe_dask.kernels.gate.soft_route`).
 
     Returns
     -------
@@ -101,7 +102,7 @@ def routed_predictions(
         routing had no bin (or, for ``soft``, max p < threshold).
     """
     if routing in ("oracle", "observed"):
-        bins = assign_bins(true_snr if routing == "oracle" else observed_snr, params["edges"])
+        bins = cells[routing]
         return {"y": route_by_bins(pred, bins), "bin": bins, "fallback": bins == NO_BIN}
     bins = hard_route_bins(probabilities)
     if routing == "learned":

@@ -174,3 +174,65 @@ def accumulator_bytes(
     p, t = int(n_pixels), int(n_targets)
     gram = packed_size(p) if packed else p * p
     return int(n_cells) * int(n_folds) * (gram + p + p * t + t * t + t + 1) * 8
+
+
+# -- in-place updates of one packed slot, as the accumulator needs them ----------------------
+
+
+def add_upper(packed: np.ndarray, upper: np.ndarray) -> None:
+    """Add the upper triangle of ``upper`` into one packed triangle, in place.
+
+    Parameters
+    ----------
+    packed : ndarray of float64, shape (P (P + 1) / 2,)
+        Modified in place.
+    upper : ndarray of shape (P, P)
+        Read only on and above the diagonal, column by column: pass a
+        Fortran-ordered matrix (a BLAS ``syrk`` output, or
+        :func:`~snr_moe_dask.kernels.stats.gram_upper` of an accumulator
+        slot), whose columns are contiguous.
+    """
+    start = 0
+    for j in range(upper.shape[0]):
+        packed[start : start + j + 1] += upper[: j + 1, j]
+        start += j + 1
+
+
+def add_to_kept(sxx: np.ndarray, packed: np.ndarray) -> None:
+    """Add one packed triangle into the kept triangle of an unpacked accumulator slot.
+
+    Parameters
+    ----------
+    sxx : ndarray of float64, shape (P, P)
+        An accumulator slot (C order), whose kept triangle is row ``j`` up to
+        the diagonal; modified in place.
+    packed : ndarray of shape (P (P + 1) / 2,)
+    """
+    start = 0
+    for j in range(sxx.shape[0]):
+        sxx[j, : j + 1] += packed[start : start + j + 1]
+        start += j + 1
+
+
+def rank_one(packed: np.ndarray, weight: float, d: np.ndarray) -> None:
+    """``packed += weight d d^T`` in place (BLAS ``dspr``); ``d`` of shape (P,)."""
+    out = blas.dspr(d.size, float(weight), d, packed, lower=0, overwrite_ap=1)
+    if not np.shares_memory(out, packed):  # pragma: no cover - f2py copied after all
+        packed[...] = out
+
+
+def times(packed: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The product ``G x`` of the symmetric matrix of a packed triangle (BLAS ``dspmv``).
+
+    Parameters
+    ----------
+    packed : ndarray of shape (P (P + 1) / 2,)
+    x : ndarray of shape (P, T)
+
+    Returns
+    -------
+    ndarray of float64, shape (P, T)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    p = _n_pixels(packed.size)
+    return np.column_stack([blas.dspmv(p, 1.0, packed, x[:, t]) for t in range(x.shape[1])])

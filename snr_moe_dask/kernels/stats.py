@@ -24,6 +24,14 @@ key                shape                          meaning
 The last slot of the count arrays holds spectra with no bin (NaN SNR),
 which are always excluded.
 
+An accumulator may keep its Gram matrices *packed* (``new_accumulator(...,
+packed=True)``): ``sxx`` then has shape (n_slots, n_pixels (n_pixels + 1) / 2),
+each slot one triangle in LAPACK's upper packed layout
+(:mod:`snr_moe_dask.kernels.packed`), half the memory, for the many slots of
+a fit keyed by fine cells. Every function here takes either kind; read a
+slot's Gram matrix with :func:`slot_gram` or multiply by it with
+:func:`gram_times`. :func:`pooled_stats` always returns unpacked slots.
+
 While a fold chain runs, its accumulator may also hold ``buffer_x``
 (n_slots, rows, n_pixels), ``buffer_y`` and ``buffer_n``: each slot's rows
 not yet folded (see :func:`fold_chunk`). They are folded and dropped with
@@ -46,12 +54,12 @@ modify it).
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from scipy.linalg import blas
 
+from . import packed as P
 from .binning import assign_bins
+from .gram import add_gram, centre, product, rank_one, syrk_into
 from .selection import float32_safe, impute_bad_pixels, select_rows
 
 PRECISIONS = ("float32", "float64")
@@ -59,15 +67,17 @@ _COUNT_KEYS = ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr"
 
 
 def new_accumulator(
-    n_bins: int, n_pixels: int, n_targets: int, n_folds: int = 1
+    n_bins: int, n_pixels: int, n_targets: int, n_folds: int = 1, *, packed: bool = False
 ) -> dict[str, np.ndarray]:
-    """Return an empty accumulator (all zeros) with ``n_bins * n_folds`` slots."""
+    """Return an empty accumulator (all zeros) with ``n_bins * n_folds`` slots, its
+    Gram matrices packed triangles with ``packed``."""
     n_slots = n_bins * n_folds
+    gram = (P.packed_size(n_pixels),) if packed else (n_pixels, n_pixels)
     return {
         "n": np.zeros(n_slots),
         "mean_x": np.zeros((n_slots, n_pixels)),
         "mean_y": np.zeros((n_slots, n_targets)),
-        "sxx": np.zeros((n_slots, n_pixels, n_pixels)),
+        "sxx": np.zeros((n_slots, *gram)),
         "sxy": np.zeros((n_slots, n_pixels, n_targets)),
         "syy": np.zeros((n_slots, n_targets, n_targets)),
         **{key: np.zeros(n_bins + 1, dtype=np.int64) for key in _COUNT_KEYS},
@@ -81,51 +91,42 @@ def gram_upper(sxx: np.ndarray) -> np.ndarray:
 
 
 def full_gram(sxx: np.ndarray) -> np.ndarray:
-    """Return the full symmetric matrix from one kept triangle, shape (n_pixels, n_pixels)."""
+    """Return the full symmetric matrix from one kept triangle (or one packed
+    triangle), shape (n_pixels, n_pixels)."""
+    if np.ndim(sxx) == 1:
+        return P.unpack_upper(sxx)
     upper = np.triu(gram_upper(sxx))
     return upper + np.triu(upper, 1).T
 
 
-_SCRATCH = threading.local()
+def is_packed(acc: dict) -> bool:
+    """Whether ``acc`` keeps its Gram matrices as packed triangles."""
+    return np.ndim(acc["sxx"]) == 2
 
 
-def _scratch(n: int, dtype) -> np.ndarray:
-    """A per-thread, Fortran-ordered buffer for BLAS output, zero below the diagonal.
-
-    Per thread, because a worker with several threads folds several chunks at once.
-    """
-    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    key = (n, np.dtype(dtype).str)
-    if key not in buffers:
-        buffers[key] = np.zeros((n, n), dtype=dtype, order="F")
-    return buffers[key]
+def slot_gram(acc: dict, k: int) -> np.ndarray:
+    """Slot ``k``'s Gram matrix, shape (n_pixels, n_pixels), valid on and above the
+    diagonal: a Fortran-ordered view (:func:`gram_upper`), or, for a packed
+    accumulator, a new full matrix."""
+    sxx = acc["sxx"][k]
+    return P.unpack_upper(sxx) if sxx.ndim == 1 else gram_upper(sxx)
 
 
-def _syrk(xc: np.ndarray, out: np.ndarray) -> None:
-    """out (triangle) += xc^T xc, with xc of shape (m, n_pixels), C-ordered."""
-    a = xc.T  # Fortran-ordered (n_pixels, m): syrk with trans=0 gives a a^T = xc^T xc
-    if xc.dtype == np.float64:
-        blas.dsyrk(1.0, a, beta=1.0, c=gram_upper(out), trans=0, lower=0, overwrite_c=1)
-        return
-    # ssyrk writes only the upper triangle of the scratch, whose lower triangle
-    # stays zero, so adding the whole buffer adds just the product.
-    scratch = _scratch(xc.shape[1], np.float32)
-    prod = blas.ssyrk(1.0, a, beta=0.0, c=scratch, trans=0, lower=0, overwrite_c=1)
-    if not np.shares_memory(prod, scratch):  # pragma: no cover - BLAS copied after all
-        prod = np.triu(prod)
-    np.add(gram_upper(out), prod, out=gram_upper(out))
-
-
-def _syr(alpha: float, x: np.ndarray, out: np.ndarray) -> None:
-    """out (triangle) += alpha x x^T."""
-    blas.dsyr(alpha, x, lower=0, a=gram_upper(out), overwrite_a=1)
+def gram_times(acc: dict, k: int, w: np.ndarray) -> np.ndarray:
+    """``S_k @ w`` for slot ``k``'s Gram matrix and ``w`` of shape (n_pixels, T)."""
+    sxx = acc["sxx"][k]
+    if sxx.ndim == 1:
+        return P.times(sxx, w)
+    return blas.dsymm(1.0, gram_upper(sxx), np.asarray(w, dtype=np.float64), lower=0)
 
 
 def merge_into(acc: dict, k: int, n_b: float, mean_x_b, mean_y_b, sxx_b, sxy_b, syy_b) -> None:
     """Merge one bin's centred statistics into ``acc`` in place (Chan et al.).
 
-    ``sxx_b`` may be None when the caller has already added the centred
-    product to ``acc["sxx"][k]`` (the in-place BLAS path).
+    ``sxx_b`` is a slot's Gram matrix as an accumulator keeps it (a kept
+    triangle, or a packed one), either kind into either kind. It may be None
+    when the caller has already added the centred product to ``acc["sxx"][k]``
+    (the in-place BLAS path).
     """
     n_a = acc["n"][k]
     n = n_a + n_b
@@ -135,9 +136,9 @@ def merge_into(acc: dict, k: int, n_b: float, mean_x_b, mean_y_b, sxx_b, sxy_b, 
     dy = mean_y_b - acc["mean_y"][k]
     w = n_a * n_b / n
     if sxx_b is not None:
-        gram_upper(acc["sxx"][k])[...] += gram_upper(sxx_b)
+        add_gram(acc["sxx"][k], sxx_b)
     if n_a > 0:
-        _syr(w, dx, acc["sxx"][k])
+        rank_one(acc["sxx"][k], w, dx)
     acc["sxy"][k] += sxy_b + w * np.outer(dx, dy)
     acc["syy"][k] += syy_b + w * np.outer(dy, dy)
     acc["mean_x"][k] += dx * (n_b / n)
@@ -165,15 +166,18 @@ def fold_chunk(
     x: np.ndarray,
     y: np.ndarray,
     bad: np.ndarray,
-    route_snr: np.ndarray,
+    route_snr: np.ndarray | None = None,
     *,
-    edges: list[float],
+    edges: list[float] | None = None,
+    cells: np.ndarray | None = None,
+    n_cells: int | None = None,
     max_bad_fraction: float,
     precision: str,
     folds: np.ndarray | None = None,
     n_folds: int = 1,
     buffer_rows: int = 0,
     flush: bool = True,
+    packed: bool = False,
 ) -> dict:
     """Fold one chunk of spectra into ``acc`` (in place) and return it.
 
@@ -187,10 +191,14 @@ def fold_chunk(
         Targets.
     bad : ndarray of bool, shape (m, n_pixels)
         Bad pixels (see :func:`snr_moe_dask.kernels.snr.find_bad_pixels`).
-    route_snr : ndarray of shape (m,)
-        The SNR that routes each spectrum to its bin.
-    edges : list of float
+    route_snr : ndarray of shape (m,), optional
+        The SNR that routes each spectrum to its bin, with ``edges``.
+    edges : list of float, optional
         Bin edges (right-closed).
+    cells, n_cells : ndarray of int, shape (m,), and int, optional
+        Instead of ``route_snr`` and ``edges``: each spectrum's cell
+        (:func:`snr_moe_dask.kernels.cells.assign_cells`; -1 for none) and the
+        number of cells.
     max_bad_fraction : float
         Spectra with a larger fraction of bad pixels are excluded.
     precision : {"float32", "float64"}
@@ -209,11 +217,15 @@ def fold_chunk(
     flush : bool
         Fold the rows still in the buffers and drop them, so that ``acc`` is
         complete: pass True with the last chunk of a fold chain.
+    packed : bool
+        Keep a new accumulator's Gram matrices packed (see the module docstring).
     """
-    n_bins = len(edges) + 1
+    if cells is None:
+        n_bins, bins = len(edges) + 1, assign_bins(route_snr, edges)
+    else:
+        n_bins, bins = int(n_cells), np.asarray(cells, dtype=np.int64)
     if acc is None:
-        acc = new_accumulator(n_bins, x.shape[1], y.shape[1], n_folds)
-    bins = assign_bins(route_snr, edges)
+        acc = new_accumulator(n_bins, x.shape[1], y.shape[1], n_folds, packed=packed)
     use, counts = select_rows(bad, y, bins, n_bins, max_bad_fraction)
     for key, value in counts.items():
         acc[key] += value
@@ -298,16 +310,19 @@ def _slot_rows(x, bad, rows, dtype) -> np.ndarray:
 
 def _fold_slot(acc: dict, k: int, xk: np.ndarray, yk: np.ndarray, precision: str) -> None:
     """Fold rows ``xk`` (product dtype; centred in place) with targets ``yk`` into slot ``k``."""
-    xc, mean_x, shift = _centre(xk, precision)
+    xc, mean_x, shift = centre(xk, precision)
     yk = np.asarray(yk, dtype=np.float64)
     mean_y = yk.mean(axis=0)
     yc = yk - mean_y
-    _syrk(xc, acc["sxx"][k])
+    if acc["sxx"].ndim == 2:
+        P.add_upper(acc["sxx"][k], product(xc))
+    else:
+        syrk_into(xc, acc["sxx"][k])
     sxy = cross_float64(xc, yc)
     if shift is not None:
         # xc was centred on a float32-rounded mean c, not the mean m:
         # sum (x-c)(x-c)^T = S + n (m-c)(m-c)^T, and sum (x-c)(y-ybar)^T = S_xy.
-        _syr(-float(len(xk)), shift, acc["sxx"][k])
+        rank_one(acc["sxx"][k], -float(len(xk)), shift)
     merge_into(acc, k, float(len(xk)), mean_x, mean_y, None, sxy, yc.T @ yc)
 
 
@@ -329,22 +344,6 @@ def cross_float64(xc: np.ndarray, yc: np.ndarray, block: int = 128) -> np.ndarra
         part[...] = xc[rows]
         out += part.T @ yc[rows]
     return out
-
-
-def _centre(xk, precision):
-    """Centre rows in place. Returns ``(xc, mean, shift)``.
-
-    In float64 the rows are centred on their mean. In float32 they are
-    centred on the mean rounded to float32, in one float32 pass; ``shift`` =
-    mean - that centre, for an exact rank-1 correction.
-    """
-    mean = xk.mean(axis=0, dtype=np.float64)
-    if precision == "float64":
-        return np.subtract(xk, mean, out=xk), mean, None
-    centre = mean.astype(np.float32)
-    xc = np.subtract(xk, centre, out=xk, dtype=np.float32)
-    shift = mean - centre.astype(np.float64)
-    return xc, mean, shift if shift.any() else None
 
 
 def pooled_stats(acc: dict, groups: list[list[int]]) -> dict:

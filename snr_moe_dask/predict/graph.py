@@ -17,9 +17,11 @@ from dask.base import tokenize
 
 from ..checks import ROUTINGS
 from ..inputs import Source
+from ..kernels.gate_features import base_names, parse_features
+from ..kernels.variables import routed_variable, store_variables
 from ..options import resolve
 from ..store.schema import WAVELENGTH
-from .tasks import predict_chunk
+from .tasks import KEY_ROUTINGS, predict_chunk
 
 #: The per-spectrum outputs of a prediction task, and their dtypes.
 PREDICT_VARS = {
@@ -68,6 +70,27 @@ def check_gate(model, routings: list[str]) -> dict | None:
     return model.gate_
 
 
+def needed_reads(model, routings: list[str]) -> tuple[bool, list[str]]:
+    """What a prediction with these routings reads besides flux and error: whether
+    the true ``snr``, and the other store variables (the keys' true values for
+    oracle routing, the gate's variables for learned and soft routing).
+
+    Raises
+    ------
+    ValueError
+        Before any compute, for observed routing of a key without an observed
+        version (a label such as ``teff``).
+    """
+    names = []
+    for routing in KEY_ROUTINGS:
+        if routing in routings:
+            names += [routed_variable(name, routing) for name, _ in model.keys_]
+    if model.gate_ is not None and {"learned", "soft"} & set(routings):
+        names += base_names(parse_features(model.gate_["feature_set"]))
+    stored = store_variables(names)
+    return "snr" in stored, [v for v in stored if v != "snr"]
+
+
 def model_params(
     model,
     routings: list[str],
@@ -82,7 +105,8 @@ def model_params(
         "coef": model.coef_,
         "intercept": model.intercept_,
         "mean_x": model.mean_x_,
-        "edges": list(model.bin_edges_),
+        "keys": [(name, list(edges)) for name, edges in model.keys_],
+        "n_cells": len(model.bin_names_),
         "routings": list(routings),
         "target_index": target_index,
         "max_bad_fraction": float(model.max_bad_fraction_),

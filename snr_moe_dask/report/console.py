@@ -13,9 +13,10 @@ def fit_summary(model, path: str, seconds: float) -> str:
             f"  resumed from {record.checkpoint}: {record.restored} of {record.chunks} chunks "
             f"restored from checkpoints, {record.folded} read and folded"
         )
+    width = max(8, *(len(name) for name in model.experts_))
     for name, n, alpha in zip(model.experts_, model.n_train_, model.alpha_):
         note = model.fallback_.get(name) or model.solver_.get(name, {}).get("reason", "")
-        lines.append(f"  {name:>8}: n_train={int(n):>10,}  alpha={alpha:.3g}  {note}")
+        lines.append(f"  {name:>{width}}: n_train={int(n):>10,}  alpha={alpha:.3g}  {note}")
     gate = model.gate_
     if gate:
         lines.append(
@@ -37,6 +38,15 @@ def fit_summary(model, path: str, seconds: float) -> str:
             f"  uncertainties: exact leave-one-out errors of {cal['n_spectra']:,} training "
             f"spectra (chunks {cal['chunks']} read again), {cal['variance'].shape[1]} "
             f"observed-SNR bins per expert; {cal['task_seconds']:.1f} s of task time"
+        )
+    search = model.edge_search_
+    if search:
+        chosen = "; ".join(
+            f"{k['name']} {', '.join(f'{e:.4g}' for e in k['edges'])}" for k in search["keys"]
+        )
+        lines.append(
+            f"  edges by {search['folds']}-fold CV over merges of fine bins: {chosen} "
+            f"(CV error {search['error']:.5g}, {search['solves']:,} factorizations)"
         )
     exc = model.excluded_
     lines.append(

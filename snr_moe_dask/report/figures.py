@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
 from .canvas import GLOBAL_COLOR, MOE_COLOR, new_figure, save_figure
+from .grid_figures import write_grid_figures
 from .histograms import plot_pred_vs_true, plot_snr_distribution
 from .routing_figures import write_routing_figures
 from .text import (
@@ -176,10 +177,9 @@ def plot_r2_bins(
 
     ax.set_xticks(x, [_label_bin(b) for b in bins])
     ax.set_ylabel(f"R² on {sample_name(metrics, spectra=True)} of the bin")
-    ax.set_xlabel("SNR bin")
-    ax.set_title(
-        f"{label_target(metrics.get('target'))}: R² per SNR bin (error bar: 95% CI of ΔR²)"
-    )
+    what = "cell" if any("snr_low" not in b for b in bins) else "SNR bin"
+    ax.set_xlabel(what)
+    ax.set_title(f"{label_target(metrics.get('target'))}: R² per {what} (error bar: 95% CI of ΔR²)")
     ax.axhline(0.0, color="black", linewidth=0.8)
     finite = np.concatenate([r2_global[np.isfinite(r2_global)], r2_expert[np.isfinite(r2_expert)]])
     top = float(finite.max()) if finite.size else 1.0
@@ -191,6 +191,8 @@ def plot_r2_bins(
 
 
 def _label_bin(b: Mapping[str, Any]) -> str:
+    if "snr_low" not in b:  # a cell of other keys: its name holds its ranges
+        return str(b.get("name")).replace("|", "\n")
     return (
         f"{b.get('name')} ({format_snr_range(b.get('snr_low'), b.get('snr_high'), compact=True)})"
     )
@@ -317,7 +319,8 @@ def write_figures(
     dict of str to Path
         Figure key (``"r2_overall"``, ``"r2_bins"``, ``"pred_vs_true"``,
         ``"delta_heatmap"``, ``"snr_distribution"``, and where they apply
-        ``"confusion"``, ``"rho"`` and ``"cv_curves"``) to the written PNG.
+        ``"confusion"``, ``"rho"``, ``"cv_curves"``, ``"delta_grid"`` and
+        ``"edge_search"``) to the written PNG.
     """
     fig_dir = Path(out_dir) / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -325,4 +328,5 @@ def write_figures(
         key: plot(metrics, figdata, fig_dir / FIGURE_FILES[key]) for key, plot in _PLOTTERS.items()
     }
     figures.update(write_routing_figures(metrics, fig_dir))
+    figures.update(write_grid_figures(metrics, fig_dir))
     return figures

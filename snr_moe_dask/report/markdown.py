@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .calibration import render_calibration
+from .cells import render_cell_grid, render_edge_search
 from .figures import write_figures
 from .sections import (
     render_alpha_cv,
@@ -25,7 +26,9 @@ from .sections import (
 )
 from .text import (
     DASH,
+    cell_label,
     describe_bin,
+    describe_keys,
     find_bin_ci,
     find_overall_ci,
     find_overall_delta,
@@ -35,6 +38,7 @@ from .text import (
     format_delta,
     format_r2,
     format_snr_range,
+    is_keyed,
     is_missing,
     label_target,
     name_model,
@@ -104,7 +108,11 @@ def judge_hypothesis(
 def render_title(metrics: Mapping[str, Any]) -> str:
     """Return the report title."""
     routing = str(metrics.get("routing") or "routed").capitalize()
-    return f"# {routing} SNR-binned mixture of experts: {label_target(metrics.get('target'))}"
+    target = label_target(metrics.get("target"))
+    if is_keyed(metrics):
+        names = " × ".join(str(k.get("name")) for k in metrics.get("keys") or [])
+        return f"# {routing} mixture of experts by {names}: {target}"
+    return f"# {routing} SNR-binned mixture of experts: {target}"
 
 
 def render_summary(metrics: Mapping[str, Any]) -> str:
@@ -122,10 +130,16 @@ def render_summary(metrics: Mapping[str, Any]) -> str:
     if metrics.get("model"):
         sources.append(f"model `{metrics['model']}`")
     source_text = f" ({', '.join(sources)})" if sources else ""
+    experts = (
+        f"one expert per SNR bin ({len(bins)} bins: {', '.join(str(b.get('name')) for b in bins)})"
+        if not is_keyed(metrics)
+        else f"one expert per cell of {describe_keys(metrics)}"
+    )
+    if is_keyed(metrics) and routing == "oracle":
+        routing_text = "each spectrum is routed by the true values of its keys (oracle routing)"
     return (
         f"Ridge regression of {label_target(target)} (target `{target}`) with one global model "
-        f"and one expert per SNR bin ({len(bins)} bins: "
-        f"{', '.join(str(b.get('name')) for b in bins)}); {routing_text}. "
+        f"and {experts}; {routing_text}. "
         f"Ridge penalty: {_summarize_alpha(metrics.get('alpha'))}. "
         f"The models were fit on {format_count(overall.get('n_train'))} training spectra and "
         f"evaluated on {format_count(overall.get('n'))} held-out test spectra. "
@@ -168,21 +182,25 @@ def render_hypothesis(metrics: Mapping[str, Any]) -> str:
 
 
 def render_bins_table(metrics: Mapping[str, Any]) -> str:
-    """Return the per-bin table, bins from highest to lowest SNR."""
+    """Return the per-bin table, bins from highest to lowest SNR (cells of other keys
+    in cell order, named by their ranges)."""
     bins = order_bins(metrics.get("bins") or [], descending=True)
     n_train_total = _total_train(metrics)
+    keyed = is_keyed(metrics)
+    head = "| cell |" if keyed else "| bin | SNR range |"
     rows = [
-        "| bin | SNR range | train N (%) | test N | expert R² | global R² | ΔR² [95% CI] |",
-        "|---|---|---|---|---|---|---|",
+        f"{head} train N (%) | test N | expert R² | global R² | ΔR² [95% CI] |",
+        "|---|---|---|---|---|---|" + ("" if keyed else "---|"),
     ]
     for b in bins:
         delta_text = format_delta(find_bin_delta(b))
         ci = find_bin_ci(metrics, b)
         if ci is not None:
             delta_text += f" {format_ci(ci)}"
+        where = "" if keyed else f" {format_snr_range(b.get('snr_low'), b.get('snr_high'))} |"
         rows.append(
-            f"| {_bin_label(b)} | {format_snr_range(b.get('snr_low'), b.get('snr_high'))} "
-            f"| {_format_share(b.get('n_train'), n_train_total)} | {format_count(b.get('n_test'))} "
+            f"| {_bin_label(b)} |{where}"
+            f" {_format_share(b.get('n_train'), n_train_total)} | {format_count(b.get('n_test'))} "
             f"| {format_r2(b.get('r2_expert'))} | {format_r2(b.get('r2_global'))} | {delta_text} |"
         )
     notes = _fallback_note(bins)
@@ -215,7 +233,7 @@ def _format_share(n: Any, total: float) -> str:
 
 
 def _bin_label(b: Mapping[str, Any]) -> str:
-    return f"{b.get('name')}{FALLBACK_MARK if b.get('fallback') else ''}"
+    return f"{cell_label(b)}{FALLBACK_MARK if b.get('fallback') else ''}"
 
 
 def _fallback_note(bins: list[dict]) -> list[str]:
@@ -262,8 +280,9 @@ def render_findings(metrics: Mapping[str, Any]) -> str:
     better = [b for b in scored if find_bin_delta(b) > 0]
     significant = [b for b in scored if (ci := find_bin_ci(metrics, b)) is not None and ci[0] > 0]
     best = max(scored, key=find_bin_delta)
+    word = "cells" if any("snr_low" not in b for b in bins) else "bins"
     lines = [
-        f"- The expert beat the global model in {len(better)} of {len(scored)} bins with a "
+        f"- The expert beat the global model in {len(better)} of {len(scored)} {word} with a "
         f"finite ΔR²; the CI excludes zero in {len(significant)} of them"
         + (f" ({', '.join(str(b['name']) for b in significant)})." if significant else "."),
         f"- Largest gain: bin {describe_bin(best)}, ΔR² = {format_delta(find_bin_delta(best))}.",
@@ -307,8 +326,9 @@ def render_report(
         render_title(metrics),
         render_summary(metrics),
         render_hypothesis(metrics),
-        "## Results per SNR bin",
+        "## Results per cell" if is_keyed(metrics) else "## Results per SNR bin",
         render_bins_table(metrics),
+        *render_cell_grid(metrics),
         "## Numeric results",
         render_results_table(metrics),
         "## Findings",
@@ -316,6 +336,7 @@ def render_report(
         *render_routings(metrics),
         *render_alpha_cv(metrics),
         *render_calibration(metrics),
+        *render_edge_search(metrics),
         "## Coverage",
         render_coverage(metrics),
         "## Configuration",

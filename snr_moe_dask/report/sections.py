@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from .cells import many_cells, render_cells_by_routing
 from .figures import FIGURE_FILES
 from .text import (
     DASH,
@@ -19,6 +20,7 @@ from .text import (
     format_count,
     format_delta,
     format_r2,
+    is_keyed,
     is_missing,
     label_target,
     order_bins,
@@ -37,6 +39,10 @@ _FIGURE_CAPTIONS = {
     "confusion": "True vs routed SNR bin for each routing that does not know the true SNR "
     "(counts; shading is the share of the true bin).",
     "rho": "ρ, the share of the oracle's R² gain each routing keeps, with its 95% bootstrap CI.",
+    "delta_grid": "ΔR² (expert minus global) over the grid of the two keys, with its 95% "
+    "bootstrap CI; hatched cells are served by the global model.",
+    "edge_search": "Cross-validated error of the best partition for each number of bins per "
+    "key, from the fit's single pass (the chosen one marked).",
     "cv_curves": "Cross-validation error against alpha per expert (K-fold: band of ±1 "
     "standard error across folds; GCV: the GCV score), with the chosen and the fixed alpha.",
     "calibration": "Calibration of the predicted uncertainties per bin: the standard deviation "
@@ -99,8 +105,7 @@ def render_configuration(metrics: Mapping[str, Any]) -> str:
         f"- Target: `{metrics.get('target', DASH)}` ({label_target(metrics.get('target'))})",
         f"- Routing: `{metrics.get('routing', DASH)}`",
         f"- Precision: `{metrics.get('precision', DASH)}`",
-        f"- SNR bin edges: {', '.join(f'{e:g}' for e in edges) or DASH}; bins "
-        + ", ".join(describe_bin(b) for b in bins),
+        _describe_cells(metrics, edges, bins),
         f"- Cluster: {_format_cluster(cluster)}",
     ]
     for key, label in (
@@ -114,6 +119,19 @@ def render_configuration(metrics: Mapping[str, Any]) -> str:
     if config:
         lines += ["", "Full configuration:", "", "```yaml", dump_config(config).rstrip(), "```"]
     return "\n".join(lines)
+
+
+def _describe_cells(metrics: Mapping[str, Any], edges, bins) -> str:
+    """The configuration's line on the experts' bins or cells."""
+    if not is_keyed(metrics):
+        return f"- SNR bin edges: {', '.join(f'{e:g}' for e in edges) or DASH}; bins " + ", ".join(
+            describe_bin(b) for b in bins
+        )
+    keys = "; ".join(
+        f"`{k['name']}` edges {', '.join(f'{e:g}' for e in k.get('edges') or []) or DASH}"
+        for k in metrics.get("keys") or []
+    )
+    return f"- Experts keyed by {keys} (right-closed, open outer cells): {len(bins)} cells"
 
 
 def _format_cluster(cluster: Any) -> str:
@@ -191,7 +209,8 @@ def render_routings(metrics: Mapping[str, Any]) -> list[str]:
     by = routings.get("by_routing") or {}
     if len(by) < 2 and not routings.get("gate"):
         return []
-    names = [b["name"] for b in metrics.get("bins", [])]
+    many = many_cells(metrics)  # then per-cell R² is a table of its own, below
+    names = [] if many else [b["name"] for b in metrics.get("bins", [])]
     head = (
         "| Routing | R² | ΔR² vs global | ρ [95% CI] | gate accuracy | fallback rate | "
         + " | ".join(f"R² {n}" for n in names)
@@ -222,6 +241,8 @@ def render_routings(metrics: Mapping[str, Any]) -> list[str]:
         "",
         "\n".join(rows),
     ]
+    if many:
+        text += ["", "R² per cell (rows) by routing:", "", render_cells_by_routing(metrics)]
     oracle = by.get("oracle")
     if oracle and not oracle["delta_r2"] > 0:
         text += [

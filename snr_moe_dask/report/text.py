@@ -76,12 +76,26 @@ def name_model(routing: str | None) -> str:
     return f"{str(routing or 'routed').capitalize()} MoE"
 
 
+def is_keyed(metrics: Mapping[str, Any]) -> bool:
+    """Whether the experts are cells of keys other than one SNR (their bins carry no
+    ``snr_low``)."""
+    return any("snr_low" not in b for b in metrics.get("bins") or [])
+
+
+def cell_label(b: Mapping[str, Any]) -> str:
+    """A cell's name for a markdown table: ``|`` escaped, since it separates columns."""
+    return str(b.get("name")).replace("|", "\\|")
+
+
 def order_bins(bins: Sequence[Mapping[str, Any]], *, descending: bool = False) -> list[dict]:
-    """Sort bins by SNR, lowest first unless ``descending``.
+    """Sort bins by SNR, lowest first unless ``descending``; cells of other keys stay
+    in their (cell index) order.
 
     The source study lists bins from high to low SNR in tables but plots them
     along an increasing SNR axis, so both orders are needed.
     """
+    if any("snr_low" not in b for b in bins):
+        return [dict(b) for b in bins]
 
     def key(b: Mapping[str, Any]) -> float:
         low = b.get("snr_low")
@@ -155,5 +169,18 @@ def format_alpha(value: Any) -> str:
 
 
 def describe_bin(b: Mapping[str, Any]) -> str:
-    """A bin's name and SNR range, e.g. ``M (4 < SNR ≤ 7)``."""
+    """A bin's name and SNR range, e.g. ``M (4 < SNR ≤ 7)``; a cell of other keys by its
+    name, which holds its ranges (``teff(4500,5250]|mh(-1,0]``)."""
+    if "snr_low" not in b:
+        return f"`{b.get('name')}`"
     return f"{b.get('name')} ({format_snr_range(b.get('snr_low'), b.get('snr_high'))})"
+
+
+def describe_keys(metrics: Mapping[str, Any]) -> str:
+    """The keys of the cells, e.g. ``teff × mh (3 × 3 = 9 cells)``."""
+    keys = metrics.get("keys") or []
+    shape = metrics.get("grid_shape") or [len(k.get("edges", [])) + 1 for k in keys]
+    names = " × ".join(str(k.get("name")) for k in keys) or "the keys"
+    n = math.prod(shape) if shape else len(metrics.get("bins") or [])
+    sizes = " × ".join(str(s) for s in shape)
+    return f"{names} ({sizes} = {n} cells)" if len(shape) > 1 else f"{names} ({n} cells)"

@@ -133,11 +133,14 @@ class StoreRows:
     targets: tuple[str, ...]
     with_snr: bool
     with_mask: bool
+    extra: tuple[str, ...] = ()
 
     def read(self) -> dict[str, np.ndarray]:
         """Return ``flux``, ``error``, ``y`` (m, n_targets) and, if present, ``snr``,
-        ``mask``; and ``digest``, the CRC32C of each variable's rows (in the order
-        :meth:`variables` lists them), so a pass knows what it read.
+        ``mask``; ``variables``, a dict of the ``extra`` per-spectrum variables (the
+        experts' keys, the gate's features); and ``digest``, the CRC32C of each
+        variable's rows (in the order :meth:`variables` lists them), so a pass
+        knows what it read.
 
         Raises
         ------
@@ -193,6 +196,7 @@ class StoreRows:
             out["snr"] = read("snr")
         if self.with_mask:
             out["mask"] = read("mask")
+        out["variables"] = {name: read(name) for name in self.extra}
         out["digest"] = np.array(digests, dtype=np.uint32)
         return out
 
@@ -222,6 +226,7 @@ class StoreRows:
             *self.targets,
             *(["snr"] if self.with_snr else []),
             *(["mask"] if self.with_mask else []),
+            *self.extra,
         ]
 
 
@@ -251,6 +256,7 @@ class ArrayChunk:
     y: Any = None
     snr: Any = None
     mask: Any = None
+    variables: Any = None
 
     def read(self) -> dict[str, np.ndarray]:
         """As :meth:`StoreRows.read`; ``y`` (m, n_targets), no digests."""
@@ -268,6 +274,7 @@ class ArrayChunk:
             out["snr"] = np.asarray(self.snr)
         if self.mask is not None:
             out["mask"] = np.asarray(self.mask)
+        out["variables"] = {k: np.asarray(v) for k, v in (self.variables or {}).items()}
         return out
 
     def prefetch(self) -> None:

@@ -310,7 +310,7 @@ def test_newer_model_format_is_refused(tmp_path):
     with pytest.raises(
         ValueError,
         match=r"model store '.*m.zarr' has format_version 99, but "
-        r"this snr_moe_dask reads versions up to 1; upgrade",
+        r"this snr_moe_dask reads versions up to 2; upgrade",
     ):
         load_model(path)
 

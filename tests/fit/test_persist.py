@@ -9,6 +9,7 @@ import pytest
 
 from snr_moe_dask.model import SNRBinnedRidge, load_model
 from snr_moe_dask.persist import FITTED
+from snr_moe_dask.store.outputs import quiet_consolidation
 
 
 def equal(a, b) -> bool:
@@ -33,8 +34,17 @@ def equal(a, b) -> bool:
         {"alpha": 10.0},  # with the gate (the default)
         {"alpha": "cv", "cv": 2, "alphas": [1.0, 100.0, 1e4], "gate": False},
         {"alpha": "gcv", "alphas": [1.0, 100.0, 1e4], "standardize": True},
+        {"alpha": 10.0, "by": [("teff", [4500, 5250]), ("mh", [-1, 0])], "gate": "snr,pca:2"},
+        {
+            "alpha": "cv",
+            "cv": 2,
+            "alphas": [1.0, 100.0],
+            "by": [("snr", None), ("mh", [-1.0, 0.0])],
+            "fine_bins": 3,
+            "edges": "auto:2",
+        },
     ],
-    ids=["gate", "kfold", "gcv"],
+    ids=["gate", "kfold", "gcv", "keyed-pca-gate", "auto-edges"],
 )
 def test_a_loaded_model_has_every_fitted_attribute_of_the_fresh_one(store_pair, tmp_path, params):
     with dask.config.set(scheduler="sync"):
@@ -60,3 +70,22 @@ def test_an_array_fit_round_trips_without_a_wavelength_grid(tmp_path):
     for name in FITTED:
         assert equal(getattr(fresh, name), getattr(loaded, name)), name
     np.testing.assert_array_equal(loaded.predict(x), fresh.predict(x))
+
+
+def test_a_version_1_model_store_reads_as_the_snr_split(store_pair, tmp_path):
+    """A store written before keys existed (format 1: no ``keys`` attribute, no search)."""
+    import zarr
+
+    with dask.config.set(scheduler="sync"):
+        fresh = SNRBinnedRidge(alpha=10.0, min_spectra=1).fit(str(store_pair[0]))
+    path = fresh.save(tmp_path / "m.zarr")
+    group = zarr.open_group(str(path), mode="r+")
+    del group.attrs["keys"]
+    group.attrs["format_version"] = 1
+    with quiet_consolidation():
+        zarr.consolidate_metadata(str(path))
+    loaded = load_model(path)
+    assert loaded.keys_ == [("snr", [2.0, 4.0, 7.0])] and loaded.edge_search_ is None
+    assert loaded.get_params()["bins"] == [2.0, 4.0, 7.0] and loaded.get_params()["by"] is None
+    for name in FITTED:
+        assert equal(getattr(fresh, name), getattr(loaded, name)), name

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from test_cells import MH_EDGES, TEFF_EDGES, brute_key_index, fine_accumulator, make_spectra
 
-from snr_moe_dask.kernels import cells, cv, edges, stats
+from snr_moe_dask.kernels import cells, cv, edge_costs, edges, runs, stats
 
 N_FOLDS = 3
 ALPHA = 10.0
@@ -91,8 +91,8 @@ class BruteForce:
         return self._cache[rect]
 
     def error(self, cuts_per_key, shape):
-        runs = [edges.runs_of(c, k) for c, k in zip(cuts_per_key, shape)]
-        total = sum(self.cell(rect)[0] for rect in itertools.product(*runs))
+        per_key = [runs.runs_of(c, k) for c, k in zip(cuts_per_key, shape)]
+        total = sum(self.cell(rect)[0] for rect in itertools.product(*per_key))
         return total / self.used.sum()
 
     def all_errors(self, shape, n_bins):
@@ -202,7 +202,7 @@ def test_standardized_search_equals_scaler_pipeline_refits():
 
 def test_a_run_extended_by_several_fine_bins_pools_like_a_fresh_merge():
     acc, shape, _ = setup({"teff": TEFF_EDGES}, alphas=None, min_spectra=1)
-    costs = edges._CellCosts(acc, shape, N_FOLDS, ALPHA, None, 1, False)
+    costs = edge_costs.CellCosts(acc, shape, N_FOLDS, ALPHA, None, 1, False)
     costs.sse(((1, 1),))
     costs.sse(((1, 4),))  # extends the pooled run (1, 1) by three fine bins in place
     pooled = costs._running[1]
@@ -213,7 +213,7 @@ def test_a_run_extended_by_several_fine_bins_pools_like_a_fresh_merge():
         np.testing.assert_allclose(
             stats.full_gram(pooled["sxx"][f]), stats.full_gram(fresh["sxx"][f]), rtol=1e-12
         )
-    again = edges._CellCosts(acc, shape, N_FOLDS, ALPHA, None, 1, False)
+    again = edge_costs.CellCosts(acc, shape, N_FOLDS, ALPHA, None, 1, False)
     np.testing.assert_allclose(costs.sse(((1, 4),)), again.sse(((1, 4),)), rtol=1e-12)
 
 
@@ -272,7 +272,7 @@ def test_partition_cv_error_scores_a_given_partition_like_the_search():
     )
     np.testing.assert_allclose(given["error"], brute.error([[1, 3]], shape), rtol=1e-8)
     assert given["coarse"]["fallback"].tolist() == [True, False, False]
-    assert edges.n_runs(5, 1) == 1 and edges.n_runs(5, 2) == 9 and edges.n_runs(5, 3) == 15
+    assert runs.n_runs(5, 1) == 1 and runs.n_runs(5, 2) == 9 and runs.n_runs(5, 3) == 15
     assert edges.count_solves(16, 4, 5) == 685
 
 

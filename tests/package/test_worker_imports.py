@@ -4,7 +4,9 @@ A fresh worker imports whatever unpickling and running its first task needs;
 xarray, pandas, dask.array and scikit-learn cost several seconds there, on
 the critical path of every command. The tasks need only numpy, scipy and zarr.
 
-The rule, per folder: ``kernels/``, every ``*/tasks.py`` and the store's
+The rule, per folder: ``kernels/``, every ``*/tasks.py``, the fit's finalize
+tasks (``fit/solve.py``, ``fit/gating.py``: the gate imports scikit-learn when
+it runs, never at import) and the store's
 worker modules (``store/rows.py``, ``store/outputs.py``,
 ``store/checkpoint.py``) import none of those modules at import time; and
 running the tasks, checkpoint tasks included, imports none of them.
@@ -26,6 +28,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "snr_moe_dask"
 WORKER_MODULES = sorted(
     [p for p in (PACKAGE / "kernels").glob("*.py")]
     + list(PACKAGE.glob("*/tasks.py"))
+    + [PACKAGE / "fit" / name for name in ("solve.py", "gating.py")]
     + [PACKAGE / "store" / name for name in ("rows.py", "outputs.py", "checkpoint.py")]
 )
 
@@ -39,7 +42,7 @@ RUN_TASKS = """
 import pickle, sys
 tasks, a = pickle.load(open(sys.argv[1], "rb"))
 fold, merge_partials, solve_experts, checkpoint_task, resume_task, *evaluation = tasks
-write_and_summarize, merge_summaries, predict_chunk = evaluation
+write_and_summarize, merge_summaries, predict_chunk, slot_piece, merge_piece, choose = evaluation
 acc = fold(None, 0, a["train"], a["settings"])
 acc = checkpoint_task(acc, a["ckpt"], 0)
 acc = merge_partials(resume_task(a["ckpt"]), fold(None, 1, a["train2"], a["settings"], True))
@@ -50,6 +53,11 @@ summary = write_and_summarize(a["test"], a["out"], 0, a["names"], a["params"], N
 merge_summaries(summary, summary)
 assert predict_chunk(a["test"], a["params"])["y_moe"].shape == (200,)
 assert acc["n"].sum() > 0 and summary["sums"]["n"].sum() > 0
+keyed = a["keyed"]  # keys on store labels, fine cells, packed slots, the edge search
+parts = [fold(None, i, a[k], keyed, True) for i, k in enumerate(("keyed1", "keyed2"))]
+whole = merge_piece(parts[0], slot_piece(parts[1], 0, parts[1]["n"].size, True))
+choice = choose(whole, keyed)
+assert (solve_experts(whole, keyed, None, choice)["coef"] != 0).any()
 print(",".join(m for m in sys.argv[2].split(",") if m in sys.modules))
 """
 
@@ -73,9 +81,13 @@ def test_worker_modules_import_no_heavy_module(path):
 def test_fit_checkpoint_prediction_and_evaluation_tasks_run_without_heavy_modules(
     store_pair, tmp_path
 ):
+    from dataclasses import replace
+
     from snr_moe_dask.evaluation.graph import _create_predictions
     from snr_moe_dask.evaluation.tasks import merge_summaries, write_and_summarize
-    from snr_moe_dask.fit.tasks import fold, merge_partials, solve_experts
+    from snr_moe_dask.fit.settings import with_data
+    from snr_moe_dask.fit.solve import choose_cells, solve_experts
+    from snr_moe_dask.fit.tasks import fold, merge_partials, merge_piece, slot_piece
     from snr_moe_dask.model import SNRBinnedRidge
     from snr_moe_dask.predict.graph import model_params, pred_vars
     from snr_moe_dask.predict.tasks import predict_chunk
@@ -92,6 +104,15 @@ def test_fit_checkpoint_prediction_and_evaluation_tasks_run_without_heavy_module
     _create_predictions(out, [200, 200, 200, 200], pred_vars(params))
     settings = SNRBinnedRidge(alpha=10.0, max_bad_fraction=0.5)._resolved()
     edges = (np.linspace(0, 5, 11), np.linspace(-1, 6, 11), np.linspace(0, 12, 13))
+    keyed = SNRBinnedRidge(
+        alpha=10.0,
+        by=[("teff", [4500, 5500]), ("mh", [-1, 0])],
+        edges="auto:2",
+        cv=2,
+        gate=False,
+        min_spectra=1,
+    )._resolved()
+    keyed = replace(with_data(keyed, 128, 512, None), pack_above=0.0, packed=True)
     args = {
         "train": StoreRows(train, 0, 256, ("logg",), True, False),
         "train2": StoreRows(train, 256, 512, ("logg",), True, False),
@@ -102,10 +123,14 @@ def test_fit_checkpoint_prediction_and_evaluation_tasks_run_without_heavy_module
         "out": str(out),
         "names": names,
         "edges": edges,
+        "keyed": keyed,
+        "keyed1": StoreRows(train, 0, 256, ("logg",), False, False, ("teff", "mh")),
+        "keyed2": StoreRows(train, 256, 512, ("logg",), False, False, ("teff", "mh")),
     }
     tasks = tmp_path / "tasks.pkl"
     funcs = (fold, merge_partials, solve_experts, checkpoint_task, resume_task)
-    funcs += (write_and_summarize, merge_summaries, predict_chunk)
+    funcs += (write_and_summarize, merge_summaries, predict_chunk, slot_piece, merge_piece)
+    funcs += (choose_cells,)
     tasks.write_bytes(pickle.dumps((funcs, args)))
     done = subprocess.run(
         [sys.executable, "-c", RUN_TASKS, str(tasks), ",".join(HEAVY)],

@@ -1,0 +1,109 @@
+"""The fit's calibration tasks: each expert's exact leave-one-out errors on a sample
+of training chunks, in observed-SNR quantile bins (the model's ``calibration_``).
+
+They run on workers and need only numpy and scipy.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..kernels import stats
+from ..kernels.calibration import calibration_table, factor_system, hat_diagonal, loo_residuals
+from ..kernels.mixture import expert_predictions
+from ..kernels.selection import select_rows
+from ..kernels.snr import find_bad_pixels, snr_statistics
+from .settings import FitSettings
+from .tasks import expert_stats
+
+
+def expert_system(solved: dict) -> dict:
+    """What the calibration tasks need of the solution (graph task: a small key)."""
+    keys = ("coef", "intercept", "mean_x", "alpha", "n_train", "experts", "fallback", "cell_map")
+    return {key: solved[key] for key in keys}
+
+
+def factor_expert(acc: dict, system: dict, settings: FitSettings, e: int) -> dict | None:
+    """Expert ``e``'s factor for its hat-matrix diagonal (graph task); None for an
+    expert served by the global model (it shares the global model's errors)."""
+    if e >= len(system["experts"]) or system["experts"][e] in system["fallback"]:
+        return None  # not an expert of the solve (a search chose fewer), or a fallback
+    t0 = time.perf_counter()
+    src, k = expert_stats(acc, settings, system["cell_map"]), e - 1
+    if e == 0:
+        src, k = stats.total_stats(src), 0
+    factor = factor_system(
+        stats.slot_gram(src, k),
+        src["n"][k],
+        float(system["alpha"][e]),
+        standardize=settings.standardize,
+    )
+    factor["seconds"] = time.perf_counter() - t0
+    return factor
+
+
+def calibration_chunk(
+    chunk, index: int, cells: dict, system: dict, factors: list, settings: FitSettings
+) -> dict:
+    """Every expert's held-out error on one training chunk (graph task).
+
+    A spectrum in an expert's training set (the global model's: every used
+    spectrum; a cell's expert: the spectra of its cells, as the pass recorded
+    them) gets its exact leave-one-out residual
+    ``r / (1 - h)`` (:mod:`snr_moe_dask.kernels.calibration`); for the other
+    experts its plain residual is already held out. Spectra the fit excluded
+    (a NaN target or SNR, too many bad pixels) are left out.
+
+    Returns
+    -------
+    dict
+        ``snr`` (m,) observed SNR, ``error`` (m, n_experts, n_targets),
+        ``members`` (m, n_experts) which experts trained on each, and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    factors = factors[: len(system["experts"])]
+    d = chunk.read()
+    flux, y = d["flux"], np.asarray(d["y"], dtype=np.float64).reshape(len(d["flux"]), -1)
+    bad = find_bad_pixels(flux, d["error"], d.get("mask"))
+    snr, _ = snr_statistics(flux, d["error"], bad)
+    cell = np.asarray(cells[index], dtype=np.int64)
+    use, _ = select_rows(bad, y, cell, settings.n_bins, settings.max_bad_fraction)
+    expert = np.where(cell >= 0, np.asarray(system["cell_map"])[np.clip(cell, 0, None)], -1)
+    pred = expert_predictions(flux, bad, system["coef"], system["intercept"], system["mean_x"])
+    error = y[:, None, :] - pred
+    members = np.zeros((len(flux), len(factors)), dtype=bool)
+    for e, factor in enumerate(factors):
+        if factor is None:  # served by the global model: its errors and training set
+            error[:, e], members[:, e] = error[:, 0], members[:, 0]
+            continue
+        members[:, e] = use & ((expert == e - 1) if e else True)
+        rows = np.flatnonzero(members[:, e])
+        xc = np.where(bad[rows], 0.0, flux[rows] - system["mean_x"][e])
+        error[rows, e] = loo_residuals(error[rows, e], hat_diagonal(xc, factor))
+    keep = use & np.isfinite(snr)
+    return {
+        "snr": snr[keep],
+        "error": error[keep],
+        "members": members[keep],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def fit_calibration(parts: list, factors: list, settings: FitSettings, chunks: list) -> dict | None:
+    """The error model from the sampled chunks' held-out errors (graph task)."""
+    snr = np.concatenate([p["snr"] for p in parts])
+    error = np.concatenate([p["error"] for p in parts])
+    members = np.concatenate([p["members"] for p in parts])
+    table = calibration_table(snr, error**2, settings.calibration_bins, members)
+    if table is None:
+        return None
+    seconds = sum(p["seconds"] for p in parts) + sum(f["seconds"] for f in factors if f)
+    table.update(
+        method="exact leave-one-out residuals in each expert's observed-SNR quantile bins",
+        n_spectra=int(snr.size),
+        chunks=[int(c) for c in chunks],
+        task_seconds=float(seconds),
+    )
+    return table
