@@ -6,7 +6,7 @@ test suite's fixture writers (``tests/ingest_fixtures.py``: real HDF5 and FITS
 layouts), then times, each through the command on a LocalCluster of two
 single-threaded workers:
 
-- ``ingest pfsspec``: shards of 5000 spectra (float32), noise added;
+- ``ingest pfsspec``: shards of 2000 spectra (float32), noise added;
 - ``ingest pfs (pfsMerged, own grid)``: one shared grid, no resampling;
 - ``ingest pfs (pfsArm, resampled)``: per-fibre grids, linear resampling onto
   the model's grid;
@@ -38,7 +38,7 @@ def write_sources(folder: Path, n: int, pixels: int) -> dict[str, list[str]]:
 
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, list[str]] = {"pfsspec": [], "merged": [], "arm": []}
-    per_file = 5000
+    per_file = 2000  # a PFS visit has at most 2394 fibres
     for k, start in enumerate(range(0, n, per_file)):
         m = min(per_file, n - start)
         shard = folder / f"shard-{k}.h5"
