@@ -111,4 +111,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from benchmarks.kernel import run_on_native_kernel
+
+    run_on_native_kernel("benchmarks.ingest")
     sys.exit(main())
