@@ -81,6 +81,12 @@ _CALIBRATION_ARRAYS = {
     "variance": (EXPERT, "calibration_bin", TARGET),
     "count": (EXPERT, "calibration_bin"),
 }
+_CALIBRATION_SOFT = {  # with a gate: the soft mixture's own table
+    "soft_snr_edges": ("calibration_edge",),
+    "soft_snr_centre": ("calibration_bin",),
+    "soft_variance": ("calibration_bin", TARGET),
+    "soft_count": ("calibration_bin",),
+}
 _GATE_OPTIONAL = {
     "components": ("gate_component", WAVELENGTH),
     "component_mean": (WAVELENGTH,),
@@ -146,15 +152,22 @@ def to_dataset(state: dict) -> xr.Dataset:
 
 
 def _with_calibration(ds: xr.Dataset, calibration: dict) -> xr.Dataset:
-    for key, dims in _CALIBRATION_ARRAYS.items():
-        ds[f"calibration_{key}"] = (dims, np.asarray(calibration[key]))
-    scalars = {k: v for k, v in calibration.items() if k not in _CALIBRATION_ARRAYS}
+    arrays = _CALIBRATION_ARRAYS | _CALIBRATION_SOFT
+    for key, dims in arrays.items():
+        if key in calibration:
+            ds[f"calibration_{key}"] = (dims, np.asarray(calibration[key]))
+    scalars = {k: v for k, v in calibration.items() if k not in arrays}
     ds.attrs["calibration"] = json.dumps(scalars)
     return ds
 
 
 def _read_calibration(ds: xr.Dataset) -> dict:
     out = {key: ds[f"calibration_{key}"].values for key in _CALIBRATION_ARRAYS}
+    out.update(
+        (key, ds[f"calibration_{key}"].values)
+        for key in _CALIBRATION_SOFT
+        if f"calibration_{key}" in ds
+    )
     out.update(json.loads(ds.attrs.get("calibration", "{}")))
     return out
 

@@ -1,5 +1,6 @@
 """The fit's calibration tasks: each expert's exact leave-one-out errors on a sample
-of training chunks, in observed-SNR quantile bins (the model's ``calibration_``).
+of training chunks, in observed-SNR quantile bins (the model's ``calibration_``),
+and with a gate the soft mixture's own: the gate's mixture of those errors.
 
 They run on workers and need only numpy and scipy.
 """
@@ -12,11 +13,12 @@ import numpy as np
 
 from ..kernels import stats
 from ..kernels.calibration import calibration_table, factor_system, hat_diagonal, loo_residuals
+from ..kernels.gate import gate_probabilities
+from ..kernels.gate_features import gate_matrix
 from ..kernels.mixture import expert_predictions
 from ..kernels.selection import select_rows
 from ..kernels.snr import find_bad_pixels, snr_statistics
 from .settings import FitSettings
-from .tasks import expert_stats
 
 
 def expert_system(solved: dict) -> dict:
@@ -25,13 +27,23 @@ def expert_system(solved: dict) -> dict:
     return {key: solved[key] for key in keys}
 
 
-def factor_expert(acc: dict, system: dict, settings: FitSettings, e: int) -> dict | None:
+def sample_records(acc: dict, chunks: list[int]) -> dict:
+    """The sampled chunks' pass records: each spectrum's cell and the gate's base
+    features (graph task: a small key the calibration tasks share)."""
+    features = acc.get("features", {})
+    return {i: {"cell": acc["cell"][i], "features": features.get(i)} for i in chunks}
+
+
+def factor_expert(pooled: dict, system: dict, settings: FitSettings, e: int) -> dict | None:
     """Expert ``e``'s factor for its hat-matrix diagonal (graph task); None for an
-    expert served by the global model (it shares the global model's errors)."""
+    expert served by the global model (it shares the global model's errors).
+
+    ``pooled`` holds one slot per expert (:func:`snr_moe_dask.fit.tasks.pool_experts`).
+    """
     if e >= len(system["experts"]) or system["experts"][e] in system["fallback"]:
         return None  # not an expert of the solve (a search chose fewer), or a fallback
     t0 = time.perf_counter()
-    src, k = expert_stats(acc, settings, system["cell_map"]), e - 1
+    src, k = pooled, e - 1
     if e == 0:
         src, k = stats.total_stats(src), 0
     factor = factor_system(
@@ -45,7 +57,13 @@ def factor_expert(acc: dict, system: dict, settings: FitSettings, e: int) -> dic
 
 
 def calibration_chunk(
-    chunk, index: int, cells: dict, system: dict, factors: list, settings: FitSettings
+    chunk,
+    index: int,
+    records: dict,
+    system: dict,
+    factors: list,
+    gate: dict | None,
+    settings: FitSettings,
 ) -> dict:
     """Every expert's held-out error on one training chunk (graph task).
 
@@ -54,13 +72,17 @@ def calibration_chunk(
     them) gets its exact leave-one-out residual
     ``r / (1 - h)`` (:mod:`snr_moe_dask.kernels.calibration`); for the other
     experts its plain residual is already held out. Spectra the fit excluded
-    (a NaN target or SNR, too many bad pixels) are left out.
+    (a NaN target or SNR, too many bad pixels) are left out. With a gate, the
+    soft mixture's held-out error is the gate's mixture of the experts' ones,
+    ``sum_k p_k e_k`` (its prediction is ``sum_k p_k y_k``).
 
     Returns
     -------
     dict
         ``snr`` (m,) observed SNR, ``error`` (m, n_experts, n_targets),
-        ``members`` (m, n_experts) which experts trained on each, and ``seconds``.
+        ``members`` (m, n_experts) which experts trained on each, ``soft``
+        (m, n_targets) the soft mixture's error (NaN where the gate has no
+        probabilities; None without a gate) and ``seconds``.
     """
     t0 = time.perf_counter()
     factors = factors[: len(system["experts"])]
@@ -68,7 +90,7 @@ def calibration_chunk(
     flux, y = d["flux"], np.asarray(d["y"], dtype=np.float64).reshape(len(d["flux"]), -1)
     bad = find_bad_pixels(flux, d["error"], d.get("mask"))
     snr, _ = snr_statistics(flux, d["error"], bad)
-    cell = np.asarray(cells[index], dtype=np.int64)
+    cell = np.asarray(records[index]["cell"], dtype=np.int64)
     use, _ = select_rows(bad, y, cell, settings.n_bins, settings.max_bad_fraction)
     expert = np.where(cell >= 0, np.asarray(system["cell_map"])[np.clip(cell, 0, None)], -1)
     pred = expert_predictions(flux, bad, system["coef"], system["intercept"], system["mean_x"])
@@ -82,11 +104,18 @@ def calibration_chunk(
         rows = np.flatnonzero(members[:, e])
         xc = np.where(bad[rows], 0.0, flux[rows] - system["mean_x"][e])
         error[rows, e] = loo_residuals(error[rows, e], hat_diagonal(xc, factor))
+    soft = None
+    if gate is not None:
+        feats = gate_matrix(settings.gate_items, records[index]["features"], flux, bad, gate)
+        p = gate_probabilities(feats, gate)
+        soft = np.einsum("mk,mkt->mt", np.nan_to_num(p), error[:, 1 : 1 + p.shape[1]])
+        soft[~np.isfinite(p).all(axis=1)] = np.nan  # no probabilities: the global model serves
     keep = use & np.isfinite(snr)
     return {
         "snr": snr[keep],
         "error": error[keep],
         "members": members[keep],
+        "soft": None if soft is None else soft[keep],
         "seconds": time.perf_counter() - t0,
     }
 
@@ -99,9 +128,14 @@ def fit_calibration(parts: list, factors: list, settings: FitSettings, chunks: l
     table = calibration_table(snr, error**2, settings.calibration_bins, members)
     if table is None:
         return None
+    if parts[0]["soft"] is not None:
+        soft = np.concatenate([p["soft"] for p in parts])
+        mixture = calibration_table(snr, soft[:, None, :] ** 2, settings.calibration_bins)
+        table.update({f"soft_{key}": value[0] for key, value in mixture.items()})
     seconds = sum(p["seconds"] for p in parts) + sum(f["seconds"] for f in factors if f)
     table.update(
-        method="exact leave-one-out residuals in each expert's observed-SNR quantile bins",
+        method="exact leave-one-out residuals in each expert's observed-SNR quantile bins"
+        + ("; the soft mixture's own in plain quantile bins" if "soft_variance" in table else ""),
         n_spectra=int(snr.size),
         chunks=[int(c) for c in chunks],
         task_seconds=float(seconds),

@@ -31,12 +31,18 @@ from ..kernels.calibration import sample_chunks
 from ..kernels.cv import expert_folds, fold_sse_task, gcv_task
 from ..store import checkpoint as ckpt
 from ..store.fingerprint import is_checksummed, store_fingerprint
-from .calibrate import calibration_chunk, expert_system, factor_expert, fit_calibration
+from .calibrate import (
+    calibration_chunk,
+    expert_system,
+    factor_expert,
+    fit_calibration,
+    sample_records,
+)
 from .gating import train_gate
 from .refine import chunk_cells, merge_refine, refine_chunk, refine_inputs, refine_solution
 from .settings import FitSettings
 from .solve import choose_cells, solve_experts
-from .tasks import fold, merge_partials, merge_piece, slot_piece
+from .tasks import fold, merge_partials, merge_piece, pool_experts, slot_piece
 
 
 @dataclass
@@ -89,11 +95,13 @@ def run_fit(
         choice = dask.delayed(choose_cells, pure=True)(total, settings)
     cv = None if settings.search else cv_graph(total, settings)
     solved = dask.delayed(solve_experts, pure=True)(total, settings, cv, choice)
+    pooled = dask.delayed(pool_experts, pure=True)(total, settings, choice)
     if settings.refine:
-        solved = refinement_graph(total, solved, source, settings)
-    tasks = [solved, calibration_graph(source, total, solved, settings)]
-    if settings.gate:
-        tasks.append(dask.delayed(train_gate, pure=True)(total, settings, choice))
+        solved = refinement_graph(pooled, solved, source, settings, total)
+    gate = dask.delayed(train_gate, pure=True)(total, settings, choice) if settings.gate else None
+    tasks = [solved, calibration_graph(source, total, pooled, solved, gate, settings)]
+    if gate is not None:
+        tasks.append(gate)
     solved, calibration, *gate = run_graph(
         *tasks, label="fit: one pass over the spectra, then the solve"
     )
@@ -111,22 +119,26 @@ def run_fit(
     return solved, (gate[0] if gate else None), record
 
 
-def calibration_graph(source: Source, total, solve, settings: FitSettings):
+def calibration_graph(source: Source, total, pooled, solve, gate, settings: FitSettings):
     """The error model (a delayed dict, or None without calibration): one factor task
     per expert, one task per sampled training chunk (read again), one finalize.
 
     The chunks are whole chunks evenly spread over the store, about
     ``settings.calibration`` spectra (:func:`~snr_moe_dask.kernels.calibration.sample_chunks`).
+    With a gate (``gate``, the delayed :func:`~snr_moe_dask.fit.gating.train_gate`),
+    the chunk tasks also give the soft mixture's held-out errors.
     """
     chunks = sample_chunks(list(source.rows), settings.calibration)
     if not chunks:
         return None
     token = dask.base.tokenize(source.token(), settings, chunks)
     system = dask.delayed(expert_system, pure=True)(solve, dask_key_name=f"system-{token}")
-    cells = dask.delayed(chunk_cells, pure=True)(total, dask_key_name=f"cells-{token}")
+    records = dask.delayed(sample_records, pure=True)(
+        total, chunks, dask_key_name=f"records-{token}"
+    )
     factors = [
         dask.delayed(factor_expert, pure=True)(
-            total, system, settings, e, dask_key_name=f"factor-{token}-{e}"
+            pooled, system, settings, e, dask_key_name=f"factor-{token}-{e}"
         )
         # With a search the experts are chosen by the solve: at most one per fine cell.
         for e in range(1 + settings.n_bins)
@@ -135,9 +147,10 @@ def calibration_graph(source: Source, total, solve, settings: FitSettings):
         dask.delayed(calibration_chunk, pure=True)(
             source.chunks[i],
             i,
-            cells,
+            records,
             system,
             factors,
+            gate,
             settings,
             dask_key_name=f"calibrate-{token}-{i}",
         )
@@ -161,11 +174,13 @@ def default_partitions() -> int:
 REFINE_ROUNDS = 3  # at most; a round no expert needs reads nothing
 
 
-def refinement_graph(total, solved, source: Source, settings: FitSettings):
+def refinement_graph(pooled, solved, source: Source, settings: FitSettings, total):
     """Refinement rounds, each one more read of every chunk: each expert's exact
     residual sums, merged pairwise, then one refinement step on the worker holding
-    the statistics. A round after the first reads the chunks only if some expert's
-    estimated error is still above the tolerance (ill-conditioned experts)."""
+    the statistics (``pooled``, one slot per expert). A round after the first
+    reads the chunks only if some expert's estimated error is still above the
+    tolerance (ill-conditioned experts). The chunk tasks take each spectrum's
+    cell from the pass (``total``'s records)."""
     token = dask.base.tokenize(source.token(), settings, "refine")
     cells = dask.delayed(chunk_cells, pure=True)(total, dask_key_name=f"cells-{token}")
     for round_ in range(REFINE_ROUNDS):
@@ -179,7 +194,7 @@ def refinement_graph(total, solved, source: Source, settings: FitSettings):
         ]
         sums = pairwise_tree(parts, merge_refine, f"merge-refine-{name}")
         solved = dask.delayed(refine_solution, pure=True)(
-            total, solved, sums, settings, dask_key_name=f"refined-{name}"
+            pooled, solved, sums, settings, dask_key_name=f"refined-{name}"
         )
     return solved
 

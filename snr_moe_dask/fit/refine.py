@@ -20,7 +20,6 @@ from ..kernels.selection import impute_bad_pixels, select_rows
 from ..kernels.snr import find_bad_pixels
 from ..kernels.solve import feature_scale, solve_ridge
 from .settings import FitSettings
-from .tasks import expert_stats
 
 
 def chunk_cells(acc: dict) -> dict:
@@ -143,16 +142,17 @@ def merge_refine(a: dict, b: dict) -> dict:
     return {key: a[key] + b[key] for key in a}
 
 
-def refine_solution(acc: dict, solved: dict, sums: dict, settings: FitSettings) -> dict:
+def refine_solution(pooled: dict, solved: dict, sums: dict, settings: FitSettings) -> dict:
     """One step of iterative refinement for every expert the solve fitted (graph task).
 
     Each step solves with the same float32-product statistics as the solve; the
     right-hand side is the exact float64 residual. ``accuracy`` records, per
     expert, the size of the correction in units of the target's spread (what
     the float32 solution was off by) and the estimated error left after it.
+    ``pooled`` holds one slot per expert (:func:`snr_moe_dask.fit.tasks.pool_experts`).
     """
     t0 = time.perf_counter()
-    acc = expert_stats(acc, settings, solved["cell_map"])
+    acc = pooled
     sources = [(stats.total_stats(acc), 0)] + [(acc, k) for k in range(acc["n"].size)]
     out = {**solved, "coef": solved["coef"].copy(), "intercept": solved["intercept"].copy()}
     accuracy = dict(solved.get("accuracy", {}))

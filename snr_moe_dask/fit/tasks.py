@@ -189,6 +189,12 @@ def expert_stats(acc: dict, settings: FitSettings, cell_map: np.ndarray) -> dict
     return acc
 
 
+def pool_experts(acc: dict, settings: FitSettings, choice: dict | None = None) -> dict:
+    """The merged statistics with one slot per expert (graph task): pooled once,
+    after the pass, for the refinement rounds and the calibration's factors."""
+    return expert_stats(acc, settings, cell_to_expert(settings, choice))
+
+
 def coarse_slots(mapping: np.ndarray, n_folds: int) -> list[list[int]]:
     """Per coarse cell, the (fine cell, fold) slots it pools, every fold."""
     groups = cells.coarse_groups(mapping, n_folds)

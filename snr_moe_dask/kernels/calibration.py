@@ -29,9 +29,12 @@ A routed prediction's uncertainty
 ---------------------------------
 Hard routing (oracle, observed, learned, or the global model where it falls
 back) takes the serving expert's variance at the spectrum's observed SNR.
-Soft routing, ``y = sum_k p_k y_k``, is a mixture: its variance is
-``sum_k p_k (sigma_k^2 + (y_k - y)^2)``, each expert's own error plus the
-spread of the experts around the mixed prediction.
+Soft routing, ``y = sum_k p_k y_k``, has its own table: its held-out error on
+a training spectrum is ``sum_k p_k e_k``, the gate's mixture of the experts'
+held-out errors, and its squared errors are averaged in plain quantile bins of
+observed SNR (``soft_*`` in the table). The experts' errors are correlated, so
+this is smaller than the mixture bound ``sum_k p_k (sigma_k^2 + (y_k -
+y)^2)``, which is used only for a model fitted without the soft table.
 """
 
 from __future__ import annotations
@@ -225,12 +228,22 @@ def expert_variance(table: dict, snr: np.ndarray) -> np.ndarray:
     return out
 
 
+def soft_variance(table: dict, snr: np.ndarray) -> np.ndarray | None:
+    """The soft mixture's error variance at each observed SNR, shape (m, n_targets),
+    interpolated as :func:`expert_variance`; None when the table has no soft part."""
+    if "soft_variance" not in table:
+        return None
+    part = {"snr_centre": table["soft_snr_centre"][None], "variance": table["soft_variance"][None]}
+    return expert_variance(part, snr)[:, 0]
+
+
 def routed_sigma(
     routing: str,
     routed: dict,
     pred: np.ndarray,
     variance: np.ndarray,
     probabilities: np.ndarray | None,
+    soft: np.ndarray | None = None,
 ) -> np.ndarray:
     """The uncertainty (1 sigma) of one routing's predictions.
 
@@ -246,16 +259,19 @@ def routed_sigma(
         :func:`expert_variance`'s.
     probabilities : ndarray of shape (m, n_bins) or None
         The gate's, for soft routing.
+    soft : ndarray of shape (m, n_targets), optional
+        :func:`soft_variance`'s, for soft routing; without it, the mixture bound.
 
     Returns
     -------
     ndarray of shape (m, n_targets)
     """
     if routing == "soft":
-        p = np.nan_to_num(probabilities)
-        spread = (pred[:, 1:] - routed["y"][:, None, :]) ** 2
-        mixed = np.einsum("mk,mkt->mt", p, variance[:, 1:] + spread)
-        var = np.where(routed["fallback"][:, None], variance[:, 0], mixed)
+        if soft is None:
+            p = np.nan_to_num(probabilities)
+            spread = (pred[:, 1:] - routed["y"][:, None, :]) ** 2
+            soft = np.einsum("mk,mkt->mt", p, variance[:, 1:] + spread)
+        var = np.where(routed["fallback"][:, None], variance[:, 0], soft)
     else:
         expert = np.where(routed["bin"] == NO_BIN, 0, routed["bin"] + 1)
         var = variance[np.arange(len(pred)), expert]

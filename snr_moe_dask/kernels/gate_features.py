@@ -138,3 +138,13 @@ def assemble(items, base: np.ndarray, projections: np.ndarray | None) -> np.ndar
     rest = [j for j, n in enumerate(names) if not _is_pc(n)]
     out[:, pcs], out[:, rest] = projections, base
     return out
+
+
+def gate_matrix(items, base: np.ndarray, flux: np.ndarray, bad: np.ndarray, gate: dict):
+    """The gate's feature matrix for a block: the base columns (:func:`base_names`
+    order) and, for ``pca`` features, the block's projections on the gate's
+    components."""
+    projections = None
+    if gate.get("components") is not None:
+        projections = project(flux, bad, gate["component_mean"], gate["components"])
+    return assemble(items, base, projections)

@@ -11,10 +11,10 @@ import numpy as np
 import zarr
 
 from ..kernels.binning import NO_BIN
-from ..kernels.calibration import expert_variance, routed_sigma
+from ..kernels.calibration import expert_variance, routed_sigma, soft_variance
 from ..kernels.cells import Key, assign_cells
 from ..kernels.gate import gate_probabilities, leakage_prediction
-from ..kernels.gate_features import assemble, base_names, parse_features, project
+from ..kernels.gate_features import base_names, gate_matrix, parse_features
 from ..kernels.mixture import expert_predictions, routed_predictions
 from ..kernels.snr import find_bad_pixels, snr_statistics
 from ..kernels.variables import is_derived, routed_variable, spectrum_values
@@ -106,7 +106,8 @@ def predict_block(
     primary = routed[params["routings"][0]]
     if params.get("calibration") is not None:
         variance = expert_variance(params["calibration"], snr_obs)
-        sigma = {r: routed_sigma(r, res, pred, variance, probs) for r, res in routed.items()}
+        soft = soft_variance(params["calibration"], snr_obs) if "soft" in routed else None
+        sigma = {r: routed_sigma(r, res, pred, variance, probs, soft) for r, res in routed.items()}
         out.update({f"err_{r}": value[:, t] for r, value in sigma.items()})
         out["err_moe_all"] = sigma[params["routings"][0]]
     if pred_fixed is not None:  # the fixed-alpha experts, routed the same way
@@ -134,10 +135,7 @@ def _gate_features(items, values, flux, bad, gate) -> np.ndarray:
     """The gate's feature matrix for a block (see :mod:`snr_moe_dask.kernels.gate_features`)."""
     names = base_names(items)
     base = np.column_stack([values[n] for n in names]) if names else np.zeros((len(flux), 0))
-    projections = None
-    if gate.get("components") is not None:
-        projections = project(flux, bad, gate["component_mean"], gate["components"])
-    return assemble(items, base, projections)
+    return gate_matrix(items, base, flux, bad, gate)
 
 
 def _expert_predictions(flux, bad, params) -> tuple[np.ndarray, np.ndarray | None]:

@@ -67,3 +67,32 @@ def test_a_fallback_expert_shares_the_global_error_and_zero_disables(store_pair)
     for e in range(1, var.shape[0]):
         np.testing.assert_array_equal(var[e], var[0])
     assert off.calibration_ is None
+
+
+def test_soft_table_bins_the_gates_mixture_of_sklearn_held_out_errors():
+    from snr_moe_dask.predict.graph import model_params
+    from snr_moe_dask.predict.tasks import predict_block
+
+    flux, y, snr, error = survey(n=600, seed=5)
+    model = SNRBinnedRidge(
+        alpha=2.0, bins=[3.0], bin_names=["lo", "hi"], routing="oracle", precision="float64",
+        min_spectra=1, gate="snr", calibration=10**6,
+    )  # fmt: skip
+    with dask.config.set({"scheduler": "sync", "snr-moe.fit.calibration.snr-bins": 4}):
+        model.fit(flux, y, snr=snr, error=error)
+    lo = snr <= 3.0
+    members = np.stack([np.ones_like(lo), lo, ~lo], axis=1)
+    errors = np.stack([sklearn_held_out(flux, y, m, 2.0) for m in members.T], axis=1)
+    block = predict_block(flux, error, None, {"snr": snr}, model_params(model, ["soft"]))
+    p = block["gate_p"]
+    assert np.isfinite(p).all() and 0.05 < p[:, 0].mean() < 0.95
+    mixed = np.einsum("mk,mk->m", p, errors[:, 1:])
+    table = calibration_table(snr, mixed[:, None, None] ** 2, 4)
+    cal = model.calibration_
+    np.testing.assert_allclose(cal["soft_snr_edges"], table["snr_edges"][0], rtol=1e-12)
+    np.testing.assert_array_equal(cal["soft_count"], table["count"][0])
+    np.testing.assert_allclose(cal["soft_variance"], table["variance"][0], rtol=1e-8)
+    # The soft routing's uncertainty is that table's, interpolated at the observed SNR.
+    expected = np.sqrt(np.interp(snr, table["snr_centre"][0], table["variance"][0, :, 0]))
+    served = ~block["fallback_soft"]
+    np.testing.assert_allclose(block["err_soft"][served], expected[served], rtol=1e-10)

@@ -107,3 +107,21 @@ def test_sample_chunks_are_evenly_spread_whole_chunks():
     assert C.sample_chunks([100] * 10, 10) == [0]
     assert C.sample_chunks([100] * 10, 10**6) == list(range(10))
     assert C.sample_chunks([100] * 10, 0) == []
+
+
+def test_routed_sigma_soft_takes_the_soft_table_where_it_has_one():
+    table = {
+        "snr_centre": np.array([[1.0, 3.0]] * 3),
+        "variance": np.full((3, 2, 1), 9.0),
+        "soft_snr_centre": np.array([1.0, 3.0]),
+        "soft_variance": np.array([[4.0], [2.0]]),
+    }
+    snr = np.array([0.5, 2.0, 5.0])
+    soft = C.soft_variance(table, snr)
+    np.testing.assert_array_equal(soft[:, 0], [4.0, 3.0, 2.0])
+    assert C.soft_variance({k: table[k] for k in ("snr_centre", "variance")}, snr) is None
+    pred = np.zeros((3, 3, 1))
+    routed = {"y": pred[:, 0], "fallback": np.array([False, True, False])}
+    var = C.expert_variance(table, snr)
+    sigma = C.routed_sigma("soft", routed, pred, var, np.full((3, 2), 0.5), soft)[:, 0]
+    np.testing.assert_allclose(sigma, np.sqrt([4.0, 9.0, 2.0]))  # the fallback row: global
