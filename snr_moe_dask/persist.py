@@ -84,7 +84,7 @@ _CALIBRATION_ARRAYS = {
 _CALIBRATION_SOFT = {  # with a gate: the soft mixture's own table
     "soft_snr_edges": ("calibration_edge",),
     "soft_snr_centre": ("calibration_bin",),
-    "soft_variance": ("calibration_bin", TARGET),
+    "soft_scale": ("calibration_bin", TARGET),
     "soft_count": ("calibration_bin",),
 }
 _GATE_OPTIONAL = {

@@ -12,7 +12,15 @@ import time
 import numpy as np
 
 from ..kernels import stats
-from ..kernels.calibration import calibration_table, factor_system, hat_diagonal, loo_residuals
+from ..kernels.calibration import (
+    calibration_table,
+    cell_weights,
+    expert_variance,
+    factor_system,
+    hat_diagonal,
+    loo_residuals,
+    mixture_bound,
+)
 from ..kernels.gate import gate_probabilities
 from ..kernels.gate_features import gate_matrix
 from ..kernels.mixture import expert_predictions
@@ -104,20 +112,19 @@ def calibration_chunk(
         rows = np.flatnonzero(members[:, e])
         xc = np.where(bad[rows], 0.0, flux[rows] - system["mean_x"][e])
         error[rows, e] = loo_residuals(error[rows, e], hat_diagonal(xc, factor))
-    soft = None
+    keep = use & np.isfinite(snr)
+    out = {"snr": snr[keep], "error": error[keep], "members": members[keep], "soft": None}
     if gate is not None:
         feats = gate_matrix(settings.gate_items, records[index]["features"], flux, bad, gate)
         p = gate_probabilities(feats, gate)
-        soft = np.einsum("mk,mkt->mt", np.nan_to_num(p), error[:, 1 : 1 + p.shape[1]])
+        k = p.shape[1]
+        soft = np.einsum("mk,mkt->mt", np.nan_to_num(p), error[:, 1 : 1 + k])
         soft[~np.isfinite(p).all(axis=1)] = np.nan  # no probabilities: the global model serves
-    keep = use & np.isfinite(snr)
-    return {
-        "snr": snr[keep],
-        "error": error[keep],
-        "members": members[keep],
-        "soft": None if soft is None else soft[keep],
-        "seconds": time.perf_counter() - t0,
-    }
+        mixed = np.einsum("mk,mkt->mt", np.nan_to_num(p), pred[:, 1 : 1 + k])
+        out.update(soft=soft[keep], p=p[keep], pred=pred[keep, 1 : 1 + k], mixed=mixed[keep])
+        out["expert"] = expert[keep]
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
 def fit_calibration(parts: list, factors: list, settings: FitSettings, chunks: list) -> dict | None:
@@ -129,15 +136,38 @@ def fit_calibration(parts: list, factors: list, settings: FitSettings, chunks: l
     if table is None:
         return None
     if parts[0]["soft"] is not None:
-        soft = np.concatenate([p["soft"] for p in parts])
-        mixture = calibration_table(snr, soft[:, None, :] ** 2, settings.calibration_bins)
-        table.update({f"soft_{key}": value[0] for key, value in mixture.items()})
+        table.update(_soft_table(parts, snr, table, settings.calibration_bins))
     seconds = sum(p["seconds"] for p in parts) + sum(f["seconds"] for f in factors if f)
     table.update(
         method="exact leave-one-out residuals in each expert's observed-SNR quantile bins"
-        + ("; the soft mixture's own in plain quantile bins" if "soft_variance" in table else ""),
+        + (
+            "; the soft mixture's bound scaled to its own held-out errors"
+            if "soft_scale" in table
+            else ""
+        ),
         n_spectra=int(snr.size),
         chunks=[int(c) for c in chunks],
         task_seconds=float(seconds),
     )
     return table
+
+
+def _soft_table(parts: list, snr: np.ndarray, table: dict, n_bins: int) -> dict:
+    """The soft mixture's factor on its bound, ``(sum_k p_k e_k)^2 / B``, averaged in
+    observed-SNR quantile bins where every expert's spectra weigh the same
+    (:mod:`snr_moe_dask.kernels.calibration`)."""
+    soft, p, pred, mixed, expert = (
+        np.concatenate([part[key] for part in parts])
+        for key in ("soft", "p", "pred", "mixed", "expert")
+    )
+    k = p.shape[1]
+    bound = mixture_bound(p, pred, mixed, expert_variance(table, snr)[:, 1 : 1 + k])
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero bound: left out as NaN
+        ratio = np.where(bound > 0, soft**2 / bound, np.nan)
+    factor = calibration_table(snr, ratio[:, None, :], n_bins, weight=cell_weights(expert))
+    return {
+        "soft_snr_edges": factor["snr_edges"][0],
+        "soft_snr_centre": factor["snr_centre"][0],
+        "soft_scale": factor["variance"][0],
+        "soft_count": factor["count"][0],
+    }

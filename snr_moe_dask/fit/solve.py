@@ -74,19 +74,9 @@ def _search_cv(result: dict, s) -> tuple[np.ndarray, dict]:
     for e, found in enumerate(curves):
         if found is not None:  # None: a cell served by the global model
             sse[e], n_valid[e] = found
-    summary = summarize_cv(sse, n_valid)
-    grid = np.array(s.alphas)
-    chosen = np.where(summary["best"] >= 0, grid[np.clip(summary["best"], 0, None)], np.nan)
-    record = {
-        "alphas": grid,
-        "folds": s.folds,
-        "seed": s.seed,
-        "method": "kfold",
-        "n_valid": n_valid,
-        "alpha_fixed": s.alpha,
-        **{k: summary[k] for k in ("mse", "mean", "se")},
-    }
-    return chosen, record
+    return cv_record(
+        summarize_cv(sse, n_valid), n_valid, s.alphas, s.folds, s.seed, "kfold", s.alpha
+    )
 
 
 def search_record(result: dict, fine: list[cells.Key], s) -> dict:
@@ -286,15 +276,21 @@ def _cv_choice(cv_results: list, settings: FitSettings) -> tuple[np.ndarray, dic
         sse = np.array([[r[0] for r in expert] for expert in cv_results])
         n_valid = np.array([[r[1] for r in expert] for expert in cv_results])
         summary = summarize_cv(sse, n_valid)
-    grid = np.array(cv.alphas)
+    return cv_record(summary, n_valid, cv.alphas, cv.folds, cv.seed, cv.method, cv.alpha_fixed)
+
+
+def cv_record(summary: dict, n_valid, alphas, folds, seed, method, alpha_fixed):
+    """The chosen alpha per expert (NaN where none was valid) and the CV record
+    (the ``cv_`` attribute) from a CV summary over the grid ``alphas``."""
+    grid = np.array(alphas)
     chosen = np.where(summary["best"] >= 0, grid[np.clip(summary["best"], 0, None)], np.nan)
     record = {
         "alphas": grid,
-        "folds": cv.folds,
-        "seed": cv.seed,
-        "method": cv.method,
+        "folds": folds,
+        "seed": seed,
+        "method": method,
         "n_valid": n_valid,
-        "alpha_fixed": cv.alpha_fixed,
+        "alpha_fixed": alpha_fixed,
         **{k: summary[k] for k in ("mse", "mean", "se")},
     }
     return chosen, record

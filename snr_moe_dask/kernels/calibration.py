@@ -29,12 +29,17 @@ A routed prediction's uncertainty
 ---------------------------------
 Hard routing (oracle, observed, learned, or the global model where it falls
 back) takes the serving expert's variance at the spectrum's observed SNR.
-Soft routing, ``y = sum_k p_k y_k``, has its own table: its held-out error on
-a training spectrum is ``sum_k p_k e_k``, the gate's mixture of the experts'
-held-out errors, and its squared errors are averaged in plain quantile bins of
-observed SNR (``soft_*`` in the table). The experts' errors are correlated, so
-this is smaller than the mixture bound ``sum_k p_k (sigma_k^2 + (y_k -
-y)^2)``, which is used only for a model fitted without the soft table.
+Soft routing, ``y = sum_k p_k y_k``, is a mixture. Its variance if the experts
+erred independently would be the bound ``B = sum_k p_k (sigma_k^2 + (y_k -
+y)^2)``, each expert's own error plus the spread of the experts around the
+mixed prediction; they do not (their errors are correlated), so the bound is
+calibrated against the mixture's own held-out errors: on a training spectrum
+that error is ``sum_k p_k e_k``, the gate's mixture of the experts' held-out
+errors, and ``(sum_k p_k e_k)^2 / B`` is averaged in quantile bins of observed
+SNR in which every expert's training spectra weigh the same (so a small
+expert's SNRs get as many bins as a large one's). The soft uncertainty is
+``sqrt(s(SNR) B)`` with ``s`` that factor, interpolated (``soft_*`` in the
+table; a model fitted without it uses ``B``).
 """
 
 from __future__ import annotations
@@ -138,13 +143,30 @@ def expert_edges(snr: np.ndarray, members: np.ndarray | None, n_bins: int) -> np
     ndarray of shape (n_bins + 1,)
         From min(snr) to max(snr), non-decreasing.
     """
-    q = np.linspace(0.0, 1.0, n_bins + 1)
     n_members = 0 if members is None else int(members.sum())
     if n_members in (0, snr.size):
-        return np.quantile(snr, q)
-    weight = 0.5 / snr.size + 0.5 * members / n_members
+        return np.quantile(snr, np.linspace(0.0, 1.0, n_bins + 1))
+    return weighted_edges(snr, 0.5 / snr.size + 0.5 * members / n_members, n_bins)
+
+
+def cell_weights(cell: np.ndarray) -> np.ndarray:
+    """Weights under which every cell (``cell``: one per spectrum, -1 for none)
+    weighs the same, however many spectra it has; spectra of no cell weigh 0."""
+    cell = np.asarray(cell, dtype=np.int64)
+    ok = cell >= 0
+    counts = np.bincount(cell[ok]) if ok.any() else np.zeros(0)
+    out = np.zeros(cell.size)
+    out[ok] = 1.0 / counts[cell[ok]]
+    return out
+
+
+def weighted_edges(snr: np.ndarray, weight: np.ndarray, n_bins: int) -> np.ndarray:
+    """Quantile edges of ``snr`` under ``weight`` (non-negative, not all zero): the
+    points below which fractions 0, 1/n_bins, ..., 1 of the weight lie; the first and
+    last are min(snr) and max(snr)."""
+    q = np.linspace(0.0, 1.0, n_bins + 1)
     order = np.argsort(snr, kind="stable")
-    w = weight[order]
+    w = np.asarray(weight, dtype=np.float64)[order]
     position = (np.cumsum(w) - 0.5 * w) / w.sum()
     edges = np.interp(q, position, snr[order])
     edges[0], edges[-1] = snr.min(), snr.max()
@@ -152,7 +174,11 @@ def expert_edges(snr: np.ndarray, members: np.ndarray | None, n_bins: int) -> np
 
 
 def calibration_table(
-    snr: np.ndarray, sq_error: np.ndarray, n_bins: int, members: np.ndarray | None = None
+    snr: np.ndarray,
+    sq_error: np.ndarray,
+    n_bins: int,
+    members: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
 ) -> dict | None:
     """Each expert's mean squared held-out error in quantile bins of observed SNR.
 
@@ -168,6 +194,9 @@ def calibration_table(
         Which spectra each expert was trained on: its bins are quantiles in
         which they weigh half (:func:`expert_edges`). None: one set of plain
         quantile bins for every expert.
+    weight : ndarray of shape (m,), optional
+        Instead of ``members``: one set of bins for every expert, quantiles
+        under these weights (:func:`weighted_edges`).
 
     Returns
     -------
@@ -187,7 +216,10 @@ def calibration_table(
     variance = np.full((n_experts, n_bins, n_targets), np.nan)
     count = np.zeros((n_experts, n_bins), dtype=np.int64)
     for e in range(n_experts):
-        edges[e] = expert_edges(snr, None if members is None else members[:, e], n_bins)
+        if weight is not None and weight.sum() > 0:
+            edges[e] = weighted_edges(snr, weight, n_bins)
+        else:
+            edges[e] = expert_edges(snr, None if members is None else members[:, e], n_bins)
         k = np.clip(np.searchsorted(edges[e], snr, side="right") - 1, 0, n_bins - 1)
         count[e] = np.bincount(k, minlength=n_bins)
         for b in np.flatnonzero(count[e]):
@@ -228,12 +260,32 @@ def expert_variance(table: dict, snr: np.ndarray) -> np.ndarray:
     return out
 
 
-def soft_variance(table: dict, snr: np.ndarray) -> np.ndarray | None:
-    """The soft mixture's error variance at each observed SNR, shape (m, n_targets),
-    interpolated as :func:`expert_variance`; None when the table has no soft part."""
-    if "soft_variance" not in table:
+def mixture_bound(
+    p: np.ndarray, expert_pred: np.ndarray, y: np.ndarray, expert_var: np.ndarray
+) -> np.ndarray:
+    """``sum_k p_k (sigma_k^2 + (y_k - y)^2)``, the variance of a mixture whose
+    experts err independently, shape (m, n_targets).
+
+    Parameters
+    ----------
+    p : ndarray of shape (m, n_bins)
+        The gate's probabilities (NaN read as 0).
+    expert_pred, expert_var : ndarray of shape (m, n_bins, n_targets)
+        The bins' experts' predictions and error variances.
+    y : ndarray of shape (m, n_targets)
+        The mixed prediction.
+    """
+    spread = (expert_pred - y[:, None, :]) ** 2
+    return np.einsum("mk,mkt->mt", np.nan_to_num(p), expert_var + spread)
+
+
+def soft_scale(table: dict, snr: np.ndarray) -> np.ndarray | None:
+    """The soft mixture's calibration factor at each observed SNR, shape (m,
+    n_targets), interpolated as :func:`expert_variance`; None when the table has
+    no soft part."""
+    if "soft_scale" not in table:
         return None
-    part = {"snr_centre": table["soft_snr_centre"][None], "variance": table["soft_variance"][None]}
+    part = {"snr_centre": table["soft_snr_centre"][None], "variance": table["soft_scale"][None]}
     return expert_variance(part, snr)[:, 0]
 
 
@@ -243,7 +295,7 @@ def routed_sigma(
     pred: np.ndarray,
     variance: np.ndarray,
     probabilities: np.ndarray | None,
-    soft: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
 ) -> np.ndarray:
     """The uncertainty (1 sigma) of one routing's predictions.
 
@@ -259,18 +311,19 @@ def routed_sigma(
         :func:`expert_variance`'s.
     probabilities : ndarray of shape (m, n_bins) or None
         The gate's, for soft routing.
-    soft : ndarray of shape (m, n_targets), optional
-        :func:`soft_variance`'s, for soft routing; without it, the mixture bound.
+    scale : ndarray of shape (m, n_targets), optional
+        :func:`soft_scale`'s, for soft routing: the factor on the mixture bound
+        (without it, the bound itself).
 
     Returns
     -------
     ndarray of shape (m, n_targets)
     """
     if routing == "soft":
-        if soft is None:
-            p = np.nan_to_num(probabilities)
-            spread = (pred[:, 1:] - routed["y"][:, None, :]) ** 2
-            soft = np.einsum("mk,mkt->mt", p, variance[:, 1:] + spread)
+        k = probabilities.shape[1]
+        soft = mixture_bound(probabilities, pred[:, 1 : 1 + k], routed["y"], variance[:, 1 : 1 + k])
+        if scale is not None:
+            soft = soft * scale
         var = np.where(routed["fallback"][:, None], variance[:, 0], soft)
     else:
         expert = np.where(routed["bin"] == NO_BIN, 0, routed["bin"] + 1)

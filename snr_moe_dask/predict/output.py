@@ -28,7 +28,7 @@ from .. import inputs
 from ..graph import pairwise_tree, run_graph
 from ..store.outputs import atomic_path, check_output, write_manifest
 from ..store.schema import SPECTRUM, write_zarr
-from .graph import check_compatible, check_gate, model_params
+from .graph import check_compatible, check_gate, model_params, needed_reads
 from .tasks import FLAGS, predict_and_write
 
 CATALOG = "catalog.parquet"
@@ -92,10 +92,12 @@ def predict_spectra(
     if target is not None and target not in model.targets_:
         raise ValueError(f"--target {target!r} is not one the model predicts ({model.targets_})")
     names = [target] if target else list(model.targets_)
+    with_snr, variables = needed_reads(model, [routing])  # the gate's store variables
     if isinstance(spectra, xr.Dataset):
-        source, ds = inputs.from_dataset(spectra, with_snr=False), spectra
+        source = inputs.from_dataset(spectra, with_snr=with_snr, variables=variables)
+        ds = spectra
     else:
-        source, ds = inputs.from_store(spectra, with_snr=False)
+        source, ds = inputs.from_store(spectra, with_snr=with_snr, variables=variables)
     check_compatible(model, ds, source.name)
     params = model_params(model, [routing])
     params["outputs"] = [(model.targets_.index(n), n) for n in names]
@@ -131,8 +133,9 @@ def prediction_attrs(model, spectra: str, routing: str, names: list[str]) -> dic
         "flag_bits": json.dumps(FLAGS),
         "uncertainty": (
             "1-sigma: each expert's exact leave-one-out error at the observed SNR "
-            f"({cal['n_spectra']} training spectra), mixed over the gate's probabilities "
-            "for soft routing"
+            f"({cal['n_spectra']} training spectra); for soft routing the mixture of the "
+            "experts' errors over the gate's probabilities, scaled to the mixture's own "
+            "held-out errors"
             if cal
             else "none: the model was fitted without calibration"
         ),

@@ -11,7 +11,7 @@ import numpy as np
 import zarr
 
 from ..kernels.binning import NO_BIN
-from ..kernels.calibration import expert_variance, routed_sigma, soft_variance
+from ..kernels.calibration import expert_variance, routed_sigma, soft_scale
 from ..kernels.cells import Key, assign_cells
 from ..kernels.gate import gate_probabilities, leakage_prediction
 from ..kernels.gate_features import base_names, gate_matrix, parse_features
@@ -106,7 +106,7 @@ def predict_block(
     primary = routed[params["routings"][0]]
     if params.get("calibration") is not None:
         variance = expert_variance(params["calibration"], snr_obs)
-        soft = soft_variance(params["calibration"], snr_obs) if "soft" in routed else None
+        soft = soft_scale(params["calibration"], snr_obs) if "soft" in routed else None
         sigma = {r: routed_sigma(r, res, pred, variance, probs, soft) for r, res in routed.items()}
         out.update({f"err_{r}": value[:, t] for r, value in sigma.items()})
         out["err_moe_all"] = sigma[params["routings"][0]]
@@ -188,7 +188,8 @@ def predict_and_write(chunk, path: str, start: int, params: dict) -> dict:
     """
     d = chunk.read()
     flux = d["flux"]
-    block = predict_block(flux, d["error"], d.get("mask"), None, params)
+    stored = {**d.get("variables", {}), "snr": d.get("snr")}
+    block = predict_block(flux, d["error"], d.get("mask"), stored, params)
     routing = params["routings"][0]
     fallback = block[f"fallback_{routing}"]
     routed_bin = np.where(fallback, NO_BIN, block[f"bin_{routing}"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from snr_moe_dask.kernels.calibration import calibration_table
+from snr_moe_dask.kernels.calibration import calibration_table, cell_weights, expert_variance
 from snr_moe_dask.model import SNRBinnedRidge
 
 
@@ -86,13 +86,23 @@ def test_soft_table_bins_the_gates_mixture_of_sklearn_held_out_errors():
     block = predict_block(flux, error, None, {"snr": snr}, model_params(model, ["soft"]))
     p = block["gate_p"]
     assert np.isfinite(p).all() and 0.05 < p[:, 0].mean() < 0.95
-    mixed = np.einsum("mk,mk->m", p, errors[:, 1:])
-    table = calibration_table(snr, mixed[:, None, None] ** 2, 4)
+    mixed_error = np.einsum("mk,mk->m", p, errors[:, 1:])
     cal = model.calibration_
+    experts = calibration_table(snr, errors[:, :, None] ** 2, 4, members)
+    var = expert_variance(experts, snr)[:, 1:, 0]
+    pred = np.stack(  # each bin's expert on every spectrum: oracle routing at SNR 1, then 9
+        [model.predict(flux, routing="oracle", snr=np.full(len(y), s)) for s in (1.0, 9.0)], 1
+    )
+    y_soft = np.einsum("mk,mk->m", p, pred)
+    bound = np.einsum("mk,mk->m", p, var + (pred - y_soft[:, None]) ** 2)
+    weight = cell_weights(np.where(lo, 0, 1))  # each expert's spectra weigh the same
+    table = calibration_table(snr, (mixed_error**2 / bound)[:, None, None], 4, weight=weight)
     np.testing.assert_allclose(cal["soft_snr_edges"], table["snr_edges"][0], rtol=1e-12)
     np.testing.assert_array_equal(cal["soft_count"], table["count"][0])
-    np.testing.assert_allclose(cal["soft_variance"], table["variance"][0], rtol=1e-8)
-    # The soft routing's uncertainty is that table's, interpolated at the observed SNR.
-    expected = np.sqrt(np.interp(snr, table["snr_centre"][0], table["variance"][0, :, 0]))
+    np.testing.assert_allclose(cal["soft_scale"], table["variance"][0], rtol=1e-8)
+    # The soft routing's uncertainty is that factor, interpolated at the observed SNR,
+    # times the bound.
+    factor = np.interp(snr, table["snr_centre"][0], table["variance"][0, :, 0])
     served = ~block["fallback_soft"]
-    np.testing.assert_allclose(block["err_soft"][served], expected[served], rtol=1e-10)
+    expected = np.sqrt(factor * bound)
+    np.testing.assert_allclose(block["err_soft"][served], expected[served], rtol=1e-8)

@@ -109,19 +109,34 @@ def test_sample_chunks_are_evenly_spread_whole_chunks():
     assert C.sample_chunks([100] * 10, 0) == []
 
 
-def test_routed_sigma_soft_takes_the_soft_table_where_it_has_one():
+def test_routed_sigma_soft_scales_the_mixture_bound_by_the_soft_factor():
     table = {
         "snr_centre": np.array([[1.0, 3.0]] * 3),
         "variance": np.full((3, 2, 1), 9.0),
         "soft_snr_centre": np.array([1.0, 3.0]),
-        "soft_variance": np.array([[4.0], [2.0]]),
+        "soft_scale": np.array([[0.5], [0.25]]),
     }
     snr = np.array([0.5, 2.0, 5.0])
-    soft = C.soft_variance(table, snr)
-    np.testing.assert_array_equal(soft[:, 0], [4.0, 3.0, 2.0])
-    assert C.soft_variance({k: table[k] for k in ("snr_centre", "variance")}, snr) is None
+    scale = C.soft_scale(table, snr)
+    np.testing.assert_array_equal(scale[:, 0], [0.5, 0.375, 0.25])
+    assert C.soft_scale({k: table[k] for k in ("snr_centre", "variance")}, snr) is None
     pred = np.zeros((3, 3, 1))
-    routed = {"y": pred[:, 0], "fallback": np.array([False, True, False])}
+    pred[:, 2] = 2.0  # the second bin's expert: 2, the first's 0; p = 1/2 each: y = 1
+    routed = {"y": np.ones((3, 1)), "fallback": np.array([False, True, False])}
     var = C.expert_variance(table, snr)
-    sigma = C.routed_sigma("soft", routed, pred, var, np.full((3, 2), 0.5), soft)[:, 0]
-    np.testing.assert_allclose(sigma, np.sqrt([4.0, 9.0, 2.0]))  # the fallback row: global
+    sigma = C.routed_sigma("soft", routed, pred, var, np.full((3, 2), 0.5), scale)[:, 0]
+    bound = 9.0 + 1.0  # sum_k p_k (sigma_k^2 + (y_k - y)^2)
+    np.testing.assert_allclose(sigma, np.sqrt([0.5 * bound, 9.0, 0.25 * bound]))
+
+
+def test_cell_weighted_edges_give_a_small_cell_as_many_bins_as_a_large_one():
+    rng = np.random.default_rng(2)
+    snr = np.concatenate([rng.uniform(0, 5, 900), rng.uniform(5, 10, 100)])
+    cell = np.repeat([0, 1, -1], [900, 99, 1])
+    w = C.cell_weights(cell)
+    assert w[-1] == 0 and np.isclose(w[:900].sum(), 1) and np.isclose(w[900:].sum(), 1)
+    edges = C.weighted_edges(snr, w, 4)
+    assert edges[0] == snr.min() and edges[-1] == snr.max()
+    assert np.isclose(edges[2], 5.0, atol=0.1)  # half the bins for the 99 high-SNR spectra
+    table = C.calibration_table(snr, np.ones((snr.size, 1, 1)), 4, weight=w)
+    np.testing.assert_allclose(table["snr_edges"][0], edges)

@@ -163,3 +163,17 @@ def test_learned_routing_needs_a_gate(labelled, tmp_path):
         result = predict_spectra(no_gate, train, tmp_path / "q")
     assert result["routing"] == "observed"
     assert "gate_p" not in xr.open_zarr(tmp_path / "q" / "predictions.zarr")
+
+
+def test_a_gate_on_store_variables_reads_them_for_predict(labelled, tmp_path):
+    root, train, _ = labelled
+    model = tmp_path / "mag-gate.zarr"
+    with dask.config.set(scheduler="sync"):
+        fitted = SNRBinnedRidge(alpha=1.0, min_spectra=5, bins=[1.5, 2.5, 3.5], gate="snr,mag")
+        fitted.fit(str(train)).save(model)
+        predict_spectra(model, train, tmp_path / "p")
+        expected = fitted.predict(open_spectra(train), routing="soft").compute()
+    got = xr.open_zarr(tmp_path / "p" / "predictions.zarr")
+    assert "mag" in fitted.gate_["features"]
+    np.testing.assert_allclose(got["logg"].values, expected, rtol=1e-12)
+    assert np.isfinite(got["logg_err"].values).all()
