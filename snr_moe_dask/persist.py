@@ -81,7 +81,11 @@ _CALIBRATION_ARRAYS = {
     "variance": (EXPERT, "calibration_bin", TARGET),
     "count": (EXPERT, "calibration_bin"),
 }
-_CALIBRATION_SOFT = {  # with a gate: the soft mixture's own table
+_CALIBRATION_SOFT = {  # with a gate: the learned routing's and the soft mixture's tables
+    "learned_snr_edges": (EXPERT, "calibration_edge"),
+    "learned_snr_centre": (EXPERT, "calibration_bin"),
+    "learned_variance": (EXPERT, "calibration_bin", TARGET),
+    "learned_count": (EXPERT, "calibration_bin"),
     "soft_snr_edges": ("calibration_edge",),
     "soft_snr_centre": ("calibration_bin",),
     "soft_scale": ("calibration_bin", TARGET),

@@ -21,7 +21,7 @@ from ..kernels.calibration import (
     loo_residuals,
     mixture_bound,
 )
-from ..kernels.gate import gate_probabilities
+from ..kernels.gate import gate_probabilities, hard_route_bins
 from ..kernels.gate_features import gate_matrix
 from ..kernels.mixture import expert_predictions
 from ..kernels.selection import select_rows
@@ -88,9 +88,13 @@ def calibration_chunk(
     -------
     dict
         ``snr`` (m,) observed SNR, ``error`` (m, n_experts, n_targets),
-        ``members`` (m, n_experts) which experts trained on each, ``soft``
-        (m, n_targets) the soft mixture's error (NaN where the gate has no
-        probabilities; None without a gate) and ``seconds``.
+        ``members`` (m, n_experts) which experts trained on each (and serve
+        it under hard routing by the keys), ``soft`` (m, n_targets) the soft
+        mixture's error (NaN where the gate has no probabilities; None
+        without a gate) and ``seconds``; with a gate also ``p``, ``pred``
+        and ``mixed`` (the gate's probabilities, the cells' experts' and the
+        mixed predictions), ``routed`` (the learned gate's cell) and
+        ``expert`` (the pass's).
     """
     t0 = time.perf_counter()
     factors = factors[: len(system["experts"])]
@@ -122,6 +126,7 @@ def calibration_chunk(
         soft[~np.isfinite(p).all(axis=1)] = np.nan  # no probabilities: the global model serves
         mixed = np.einsum("mk,mkt->mt", np.nan_to_num(p), pred[:, 1 : 1 + k])
         out.update(soft=soft[keep], p=p[keep], pred=pred[keep, 1 : 1 + k], mixed=mixed[keep])
+        out["routed"] = hard_route_bins(p)[keep]  # the learned gate's cell, -1 for none
         out["expert"] = expert[keep]
     out["seconds"] = time.perf_counter() - t0
     return out
@@ -137,9 +142,11 @@ def fit_calibration(parts: list, factors: list, settings: FitSettings, chunks: l
         return None
     if parts[0]["soft"] is not None:
         table.update(_soft_table(parts, snr, table, settings.calibration_bins))
+        table.update(_learned_table(parts, snr, error, settings.calibration_bins))
     seconds = sum(p["seconds"] for p in parts) + sum(f["seconds"] for f in factors if f)
     table.update(
-        method="exact leave-one-out residuals in each expert's observed-SNR quantile bins"
+        method="exact leave-one-out residuals of the spectra each expert serves, in "
+        "observed-SNR quantile bins"
         + (
             "; the soft mixture's bound scaled to its own held-out errors"
             if "soft_scale" in table
@@ -150,6 +157,18 @@ def fit_calibration(parts: list, factors: list, settings: FitSettings, chunks: l
         task_seconds=float(seconds),
     )
     return table
+
+
+def _learned_table(parts: list, snr: np.ndarray, error: np.ndarray, n_bins: int) -> dict:
+    """Each expert's errors over the spectra the learned gate routes to it (the
+    global model's: those it routes nowhere, and every one for its own table)."""
+    routed = np.concatenate([part["routed"] for part in parts])
+    served = np.zeros(error.shape[:2], dtype=bool)
+    served[:, 0] = True
+    ok = np.flatnonzero((routed >= 0) & (routed + 1 < error.shape[1]))
+    served[ok, routed[ok] + 1] = True
+    learned = calibration_table(snr, error**2, n_bins, served)
+    return {f"learned_{key}": value for key, value in learned.items()}
 
 
 def _soft_table(parts: list, snr: np.ndarray, table: dict, n_bins: int) -> dict:

@@ -16,14 +16,15 @@ expert, and one triangular solve per spectrum. A spectrum outside an expert's
 training set (another bin's, for a bin expert) is already held out from it:
 its plain residual is its held-out error.
 
-Each expert's squared held-out errors, over a sample of the training
-spectra, are averaged in quantile bins of the observed SNR (median
-flux/error). The bins are the expert's own: quantiles of an SNR distribution
-in which its training spectra weigh half and all sampled spectra the other
-half, so a small expert (the high-SNR bin's) gets fine bins over the SNRs it
-serves and coarse ones elsewhere, where soft routing gives it little weight.
-The variance at any SNR is interpolated linearly between the bins' median
-SNRs and held constant beyond the first and last.
+Each expert's squared held-out errors are averaged, over the sampled training
+spectra it serves, in quantile bins of their observed SNR (median
+flux/error): for hard routing by the keys (oracle, observed) the spectra of
+its cells, for the learned gate the spectra the gate routes to it, for the
+global model all of them. So an expert keyed by Teff is judged on the stars
+of its Teff range only, however many others share their SNR, and a small
+expert (the high-SNR bin's) gets all its bins over the SNRs it serves. The
+variance at any SNR is interpolated linearly between the bins' median SNRs
+and held constant beyond the first and last.
 
 A routed prediction's uncertainty
 ---------------------------------
@@ -133,22 +134,6 @@ def loo_residuals(residual: np.ndarray, h: np.ndarray) -> np.ndarray:
         return residual / (1.0 - h).reshape((-1,) + (1,) * (np.ndim(residual) - 1))
 
 
-def expert_edges(snr: np.ndarray, members: np.ndarray | None, n_bins: int) -> np.ndarray:
-    """Quantile edges of the observed SNR in which the expert's own training spectra
-    weigh half (all spectra the other half), so that its bins are finest where it
-    serves; plain quantiles when every (or no) spectrum is a member.
-
-    Returns
-    -------
-    ndarray of shape (n_bins + 1,)
-        From min(snr) to max(snr), non-decreasing.
-    """
-    n_members = 0 if members is None else int(members.sum())
-    if n_members in (0, snr.size):
-        return np.quantile(snr, np.linspace(0.0, 1.0, n_bins + 1))
-    return weighted_edges(snr, 0.5 / snr.size + 0.5 * members / n_members, n_bins)
-
-
 def cell_weights(cell: np.ndarray) -> np.ndarray:
     """Weights under which every cell (``cell``: one per spectrum, -1 for none)
     weighs the same, however many spectra it has; spectra of no cell weigh 0."""
@@ -177,7 +162,7 @@ def calibration_table(
     snr: np.ndarray,
     sq_error: np.ndarray,
     n_bins: int,
-    members: np.ndarray | None = None,
+    served: np.ndarray | None = None,
     weight: np.ndarray | None = None,
 ) -> dict | None:
     """Each expert's mean squared held-out error in quantile bins of observed SNR.
@@ -190,13 +175,13 @@ def calibration_table(
         Squared held-out (leave-one-out) errors; non-finite ones are left out.
     n_bins : int
         Bins per expert.
-    members : ndarray of bool, shape (m, n_experts), optional
-        Which spectra each expert was trained on: its bins are quantiles in
-        which they weigh half (:func:`expert_edges`). None: one set of plain
-        quantile bins for every expert.
+    served : ndarray of bool, shape (m, n_experts), optional
+        The spectra each expert serves: its bins are quantiles of their SNR,
+        and its errors are averaged over them. None: every spectrum, for
+        every expert.
     weight : ndarray of shape (m,), optional
-        Instead of ``members``: one set of bins for every expert, quantiles
-        under these weights (:func:`weighted_edges`).
+        With ``served`` None: the bins are quantiles under these weights
+        (:func:`weighted_edges`) instead of plain ones.
 
     Returns
     -------
@@ -204,29 +189,36 @@ def calibration_table(
         None without a sample. Otherwise ``snr_edges`` (n_experts, n_bins +
         1), ``snr_centre`` (n_experts, n_bins) each bin's median SNR,
         ``variance`` (n_experts, n_bins, n_targets) and ``count``
-        (n_experts, n_bins); an empty bin (between repeated edges) has NaN
-        centre and variance and count 0.
+        (n_experts, n_bins); an empty bin (between repeated edges, or of an
+        expert that serves no sampled spectrum) has NaN centre and variance
+        and count 0.
     """
     snr = np.asarray(snr, dtype=np.float64)
     if snr.size == 0:
         return None
     _, n_experts, n_targets = sq_error.shape
-    edges = np.empty((n_experts, n_bins + 1))
+    q = np.linspace(0.0, 1.0, n_bins + 1)
+    edges = np.full((n_experts, n_bins + 1), np.nan)
     centre = np.full((n_experts, n_bins), np.nan)
     variance = np.full((n_experts, n_bins, n_targets), np.nan)
     count = np.zeros((n_experts, n_bins), dtype=np.int64)
     for e in range(n_experts):
-        if weight is not None and weight.sum() > 0:
-            edges[e] = weighted_edges(snr, weight, n_bins)
+        rows = np.arange(snr.size) if served is None else np.flatnonzero(served[:, e])
+        if not rows.size:
+            continue
+        x = snr[rows]
+        if weight is not None and served is None and weight.sum() > 0:
+            edges[e] = weighted_edges(x, weight, n_bins)
         else:
-            edges[e] = expert_edges(snr, None if members is None else members[:, e], n_bins)
-        k = np.clip(np.searchsorted(edges[e], snr, side="right") - 1, 0, n_bins - 1)
+            edges[e] = np.quantile(x, q)
+        k = np.clip(np.searchsorted(edges[e], x, side="right") - 1, 0, n_bins - 1)
         count[e] = np.bincount(k, minlength=n_bins)
         for b in np.flatnonzero(count[e]):
-            centre[e, b] = np.median(snr[k == b])
+            centre[e, b] = np.median(x[k == b])
         for t in range(n_targets):
-            finite = np.isfinite(sq_error[:, e, t])
-            total = np.bincount(k[finite], weights=sq_error[finite, e, t], minlength=n_bins)
+            err = sq_error[rows, e, t]
+            finite = np.isfinite(err)
+            total = np.bincount(k[finite], weights=err[finite], minlength=n_bins)
             n = np.bincount(k[finite], minlength=n_bins)
             variance[e, :, t] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
     return {"snr_edges": edges, "snr_centre": centre, "variance": variance, "count": count}
@@ -277,6 +269,15 @@ def mixture_bound(
     """
     spread = (expert_pred - y[:, None, :]) ** 2
     return np.einsum("mk,mkt->mt", np.nan_to_num(p), expert_var + spread)
+
+
+def learned_variance(table: dict, snr: np.ndarray) -> np.ndarray | None:
+    """Every expert's error variance over the spectra the learned gate routes to it,
+    at each observed SNR (as :func:`expert_variance`); None without that table."""
+    if "learned_variance" not in table:
+        return None
+    part = {"snr_centre": table["learned_snr_centre"], "variance": table["learned_variance"]}
+    return expert_variance(part, snr)
 
 
 def soft_scale(table: dict, snr: np.ndarray) -> np.ndarray | None:

@@ -11,7 +11,7 @@ import numpy as np
 import zarr
 
 from ..kernels.binning import NO_BIN
-from ..kernels.calibration import expert_variance, routed_sigma, soft_scale
+from ..kernels.calibration import expert_variance, learned_variance, routed_sigma, soft_scale
 from ..kernels.cells import Key, assign_cells
 from ..kernels.gate import gate_probabilities, leakage_prediction
 from ..kernels.gate_features import base_names, gate_matrix, parse_features
@@ -105,9 +105,7 @@ def predict_block(
         out[f"fallback_{r}"] = result["fallback"]
     primary = routed[params["routings"][0]]
     if params.get("calibration") is not None:
-        variance = expert_variance(params["calibration"], snr_obs)
-        soft = soft_scale(params["calibration"], snr_obs) if "soft" in routed else None
-        sigma = {r: routed_sigma(r, res, pred, variance, probs, soft) for r, res in routed.items()}
+        sigma = _uncertainties(params["calibration"], snr_obs, routed, pred, probs)
         out.update({f"err_{r}": value[:, t] for r, value in sigma.items()})
         out["err_moe_all"] = sigma[params["routings"][0]]
     if pred_fixed is not None:  # the fixed-alpha experts, routed the same way
@@ -129,6 +127,24 @@ def predict_block(
         bad_pixels=bad.sum(axis=1).astype(np.int64),
     )
     return out
+
+
+def _uncertainties(table, snr, routed, pred, probs) -> dict:
+    """Each routing's 1-sigma uncertainties from the model's error model."""
+    variance = expert_variance(table, snr)
+    soft = soft_scale(table, snr) if "soft" in routed else None
+    learned = learned_variance(table, snr) if "learned" in routed else None
+    return {
+        r: routed_sigma(
+            r,
+            res,
+            pred,
+            learned if r == "learned" and learned is not None else variance,
+            probs,
+            soft,
+        )
+        for r, res in routed.items()
+    }
 
 
 def _gate_features(items, values, flux, bad, gate) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The fit's error model is computed the documented way: every expert's exact
 leave-one-out (or, outside its bin, plain held-out) residuals on the sampled
-chunks, equal to scikit-learn refits, averaged in observed-SNR quantile bins."""
+chunks, equal to scikit-learn refits, averaged over the spectra it serves in
+observed-SNR quantile bins."""
 
 from __future__ import annotations
 
@@ -106,3 +107,9 @@ def test_soft_table_bins_the_gates_mixture_of_sklearn_held_out_errors():
     served = ~block["fallback_soft"]
     expected = np.sqrt(factor * bound)
     np.testing.assert_allclose(block["err_soft"][served], expected[served], rtol=1e-8)
+    # The learned routing's table: each expert's errors over the spectra the gate sends it.
+    routed = np.argmax(p, axis=1)
+    by_gate = np.stack([np.ones_like(lo), routed == 0, routed == 1], axis=1)
+    learned = calibration_table(snr, errors[:, :, None] ** 2, 4, by_gate)
+    np.testing.assert_allclose(cal["learned_variance"], learned["variance"], rtol=1e-8)
+    np.testing.assert_array_equal(cal["learned_count"], learned["count"])

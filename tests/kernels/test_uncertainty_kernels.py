@@ -67,16 +67,19 @@ def test_calibration_table_is_the_mean_squared_error_per_quantile_bin():
     assert one["count"].sum() == 5 and np.nanmax(one["variance"]) == 1.0
 
 
-def test_an_experts_bins_are_finest_where_its_training_spectra_are():
+def test_an_experts_table_is_over_the_spectra_it_serves_only():
     rng = np.random.default_rng(2)
     snr = rng.uniform(0.5, 9, 4000)
-    members = np.stack([np.ones(4000, bool), snr > 7.0], axis=1)
-    table = C.calibration_table(snr, np.ones((4000, 2, 1)), 8, members)
+    served = np.stack([np.ones(4000, bool), snr > 7.0], axis=1)
+    sq = np.where(served[:, :, None], 1.0, 100.0)  # others' errors must not count
+    table = C.calibration_table(snr, sq, 8, served)
     high = table["snr_edges"][1]
-    assert high[0] == snr.min() and high[-1] == snr.max()
-    inside = (high[:-1] >= 7.0).sum()
-    assert 3 <= inside <= 5  # about half the bins over the 20 % of spectra above 7
-    assert table["count"][1].sum() == 4000
+    assert high[0] == snr[snr > 7].min() and high[-1] == snr.max()
+    np.testing.assert_array_equal(table["variance"][1], 1.0)
+    assert table["count"][1].sum() == (snr > 7).sum()
+    np.testing.assert_allclose(table["snr_edges"][0], np.quantile(snr, np.linspace(0, 1, 9)))
+    empty = C.calibration_table(snr, sq, 8, np.zeros_like(served))
+    assert np.isnan(empty["variance"]).all() and not empty["count"].any()
 
 
 def test_expert_variance_interpolates_between_bin_medians_and_clamps():
