@@ -149,3 +149,11 @@ def test_an_experiment_yaml_keys_the_experts(tmp_path):
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match=r"exp.yaml: bins.by: must be keys VAR\[:EDGES\]"):
         load_experiment(path)
+
+
+def test_a_key_the_store_lacks_is_one_line_naming_store_and_variable(store_pair, tmp_path, capsys):
+    fit = ["fit", str(store_pair[0]), "--model", str(tmp_path / "m.zarr"), "--by", "foo:1"]
+    assert main([*fit, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no variable 'foo'" in err
+    assert str(store_pair[0]) in err and not (tmp_path / "m.zarr").exists()
