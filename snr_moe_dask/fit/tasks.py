@@ -29,6 +29,7 @@ PER_CHUNK = (
     "sample_rows",
     "sample_flux",
     "digest",
+    "n_bad",
 )
 COUNTS = ("bad_pixels", "excluded_bad", "excluded_label", "excluded_no_snr")
 
@@ -97,6 +98,7 @@ def _records(d, settings: FitSettings, values, cell, snr, flux, bad, y, start) -
         "route_snr": values["snr"] if oracle_snr else None,
         "cell": cell.astype(np.int32),
         "digest": d["digest"],
+        "n_bad": np.array(int(bad.sum())),  # none: a later read needs only flux
     }
     if settings.gate:
         names = base_names(settings.gate_items)

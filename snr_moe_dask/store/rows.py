@@ -135,12 +135,13 @@ class StoreRows:
     with_mask: bool
     extra: tuple[str, ...] = ()
 
-    def read(self) -> dict[str, np.ndarray]:
+    def read(self, flux_only: bool = False) -> dict[str, np.ndarray]:
         """Return ``flux``, ``error``, ``y`` (m, n_targets) and, if present, ``snr``,
         ``mask``; ``variables``, a dict of the ``extra`` per-spectrum variables (the
         experts' keys, the gate's features); and ``digest``, the CRC32C of each
         variable's rows (in the order :meth:`variables` lists them), so a pass
-        knows what it read.
+        knows what it read. With ``flux_only``, only ``flux`` and ``y`` (for a
+        later read of rows a pass found without a bad pixel).
 
         Raises
         ------
@@ -185,13 +186,16 @@ class StoreRows:
             except Exception as exc:  # name the store, variable and chunk, whatever zarr raised
                 raise read_error(self.path, var, rows, exc) from exc
 
-        out = {
-            "flux": read("flux"),
-            "error": read("error"),
-            "y": np.column_stack([read(t) for t in self.targets])
+        out = {"flux": read("flux")}
+        if not flux_only:
+            out["error"] = read("error")
+        out["y"] = (
+            np.column_stack([read(t) for t in self.targets])
             if self.targets
-            else np.zeros((self.stop - self.start, 0)),
-        }
+            else np.zeros((self.stop - self.start, 0))
+        )
+        if flux_only:
+            return out
         if self.with_snr:
             out["snr"] = read("snr")
         if self.with_mask:
@@ -258,8 +262,9 @@ class ArrayChunk:
     mask: Any = None
     variables: Any = None
 
-    def read(self) -> dict[str, np.ndarray]:
-        """As :meth:`StoreRows.read`; ``y`` (m, n_targets), no digests."""
+    def read(self, flux_only: bool = False) -> dict[str, np.ndarray]:
+        """As :meth:`StoreRows.read`; ``y`` (m, n_targets), no digests (the blocks are
+        in memory, so ``flux_only`` reads everything all the same)."""
         flux = np.asarray(self.flux)
         m = len(flux)
         out = {

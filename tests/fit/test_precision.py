@@ -100,3 +100,37 @@ def test_refinement_from_a_store_with_bad_pixels_matches_float64(store_pair):
             atol=1e-6 * sy,
             err_msg=f"{a.experts_[e]}: {a.accuracy_}",
         )
+
+
+def test_refinement_reads_only_the_flux_of_chunks_the_pass_found_clean(tmp_path, monkeypatch):
+    from snr_moe_dask import write_spectra
+    from snr_moe_dask.store.rows import StoreRows
+
+    x, y = conditioned(1e6, 50.0, n=1200, p=64)
+    flux, err = x.copy(), np.ones_like(x)
+    flux[450, 3] = np.nan  # one bad pixel, in the second chunk of 400
+    err[900, 5] = -1.0  # and a bad error in the third
+    data = {"flux": flux, "error": err, "logg": y, "snr": np.full(len(y), 5.0)}
+    wave = np.linspace(7100.0, 8850.0, x.shape[1])
+    store = write_spectra(data, tmp_path / "s.zarr", wavelength=wave, chunk_size=400)
+    reads = []
+    original = StoreRows.read
+
+    def spy(self, flux_only=False):
+        reads.append((self.start, flux_only))
+        return original(self, flux_only)
+
+    monkeypatch.setattr(StoreRows, "read", spy)
+    with dask.config.set(scheduler="sync"):
+        a = SNRBinnedRidge(alpha=1e-3, min_spectra=1, **ONE_BIN, calibration=0).fit(str(store))
+        reads_refined = list(reads)
+        b = SNRBinnedRidge(
+            alpha=1e-3, min_spectra=1, **ONE_BIN, calibration=0, precision="float64"
+        ).fit(str(store))
+    assert a.timings_["refine"]["rounds"] >= 1
+    later = reads_refined[3:]  # after the pass's three reads
+    assert later and all(flux_only == (start == 0) for start, flux_only in later)
+    xd = np.where(np.isfinite(flux), flux, 0).astype(np.float64)
+    np.testing.assert_allclose(
+        xd @ a.coef_[0] + a.intercept_[0], xd @ b.coef_[0] + b.intercept_[0], atol=1e-6 * y.std()
+    )
