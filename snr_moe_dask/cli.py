@@ -333,9 +333,10 @@ def _run(args) -> int:
         print(f"snr-moe {args.command}: error: {text}{_log_note(args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        CtrlC.caught_here()
-        print(f"snr-moe {args.command}: interrupted; outputs left as they were", file=sys.stderr)
-        return 130
+        terminated = CtrlC.caught_here()
+        what = "terminated" if terminated else "interrupted"
+        print(f"snr-moe {args.command}: {what}; outputs left as they were", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":  # pragma: no cover

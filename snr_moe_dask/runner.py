@@ -146,7 +146,12 @@ def _not_a_close_cancellation(record: logging.LogRecord) -> bool:
 
 
 class CtrlC:
-    """Ctrl-C during one command: a KeyboardInterrupt that is not lost.
+    """Ctrl-C (or SIGTERM) during one command: a KeyboardInterrupt that is not lost.
+
+    SIGTERM, what ``kill``, a batch system or a supervisor sends first, is
+    handled the same way, so the command closes its LocalCluster (whose worker
+    processes would otherwise outlive it) and writes nothing; ``terminated``
+    says which signal it was.
 
     Python ignores an exception raised inside a gc callback or ``__del__``, and
     distributed's scheduler (in this process, with a LocalCluster) runs a gc
@@ -167,13 +172,16 @@ class CtrlC:
     def __init__(self):
         self.caught = threading.Event()
         self.quiet = False
+        self.terminated = False
         self.previous = None
+        self.previous_term = None
         self.logging_was = logging.root.manager.disable
         self.hook_was = sys.unraisablehook
 
     def __enter__(self) -> CtrlC:
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self.handle)
+            self.previous_term = signal.signal(signal.SIGTERM, self.handle)
             sys.unraisablehook = self.unraisable
             CtrlC.current = self
         return self
@@ -182,6 +190,7 @@ class CtrlC:
         self.caught.set()
         if CtrlC.current is self:
             signal.signal(signal.SIGINT, self.previous)
+            signal.signal(signal.SIGTERM, self.previous_term)
             sys.unraisablehook = self.hook_was
             CtrlC.current = None
         if self.quiet:
@@ -191,6 +200,7 @@ class CtrlC:
     def handle(self, signum, frame):
         if self.caught.is_set():
             return  # the command already stops; a late repeat must not escape
+        self.terminated = self.terminated or signum == signal.SIGTERM
         if not self.quiet:
             self.silence()  # before the client's threads see the interrupt
             threading.Thread(target=self._repeat, daemon=True).start()
@@ -209,15 +219,19 @@ class CtrlC:
             _thread.interrupt_main()
 
     @classmethod
-    def caught_here(cls) -> None:
+    def caught_here(cls) -> bool:
+        """Mark the interrupt caught; True when it was SIGTERM."""
         if cls.current is not None:
             cls.current.caught.set()
             cls.current.silence()
+            return cls.current.terminated
+        return False
 
     @classmethod
     def reinstall(cls) -> None:
         if cls.current is not None:
             signal.signal(signal.SIGINT, cls.current.handle)
+            signal.signal(signal.SIGTERM, cls.current.handle)
 
 
 CLUSTER_KEYWORDS = tuple(

@@ -206,3 +206,33 @@ def test_timeline_records_every_kind_of_task(tiny_run, tmp_path):
     assert result["steps"]["fold compute"]["count"] == 2  # 600 spectra in chunks of 300
     assert "solve_experts compute" in result["steps"]
     assert sum(len(f) for f in result["folds_by_worker"].values()) == 2
+
+
+def test_the_full_run_is_measured_beside_both_floors(tmp_path, capsys):
+    from benchmarks import full
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "name: tiny\noutput: unused\nmodel: {type: Ridge, alpha: 1000}\n"
+        "data: {train_size: 600, test_size: 300, feature_dim: 64, noise_level: 1.0, seed: 1,\n"
+        f"       test_seed: 2, chunk_size: 200, train_store: {tmp_path / 'train.zarr'},\n"
+        f"       test_store: {tmp_path / 'test.zarr'}}}\n"
+        "routing: {type: oracle}\nbins: {edges: [2, 4, 7], names: [X, L, M, H]}\n"
+        "fit: {target: logg, min_spectra: 5}\nevaluate: {bootstrap: 20, seed: 0}\n"
+        "cluster: {kind: local, workers: 2, threads_per_worker: 1}\n"
+    )
+    out = tmp_path / "full.json"
+    run_dir = tmp_path / "run"
+    args = [str(config), "--out", str(out), "--run-dir", str(run_dir), "--dd-chunks", "2"]
+    assert full.main([*args, "--product-rows", "2000"]) == 0
+    result = json.loads(out.read_text())
+    assert (run_dir / "metrics.json").exists() and result["run"]["wall_s"] > 0
+    assert result["read_floor"]["dd"]["files"] == 4 and result["read_floor"]["floor_s"] > 0
+    assert result["product_floor"]["floor_s"] == 10 * result["product_floor"]["seconds"]
+    assert result["floor_s"] == max(
+        result["read_floor"]["floor_s"], result["product_floor"]["floor_s"]
+    )
+    assert (
+        result["machine"]["kernel"]["driver"] == result["machine"]["kernel"]["workers"].popitem()[1]
+    )
+    assert result["run"]["peak_rss_mb"] > 0 and "x the larger floor" in capsys.readouterr().out

@@ -211,6 +211,32 @@ def test_ctrl_c_during_fit_exits_130_with_one_line(target, tmp_path):
     assert not list(tmp_path.glob(".m.zarr.*"))
 
 
+@pytest.mark.timeout(180)
+def test_sigterm_during_fit_stops_the_workers_and_writes_nothing(tmp_path):
+    """``kill PID`` (SIGTERM, what a batch system or a supervisor sends first) is an
+    interrupt too: one line, the LocalCluster's worker processes gone with it."""
+    import psutil
+
+    store = _store(tmp_path / "train.zarr", n=2000, seed=7)
+    out = tmp_path / "m.zarr"
+    proc = _start(["fit", store, "--model", str(out), "--min-spectra", "1"], tmp_path)
+    try:
+        for line in proc.stderr:
+            if line.startswith("fit: one pass"):
+                break
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert workers, "the LocalCluster has worker processes"
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 143, err
+    assert err.splitlines() == ["snr-moe fit: terminated; outputs left as they were"], err
+    assert not out.exists()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, [p.cmdline()[:3] for p in alive]
+
+
 @pytest.mark.timeout(60)
 def test_ctrl_c_inside_a_gc_callback_is_not_lost(monkeypatch, tmp_path, capsys):
     """Python ignores a KeyboardInterrupt raised in a gc callback (distributed's
