@@ -111,6 +111,12 @@ def run(config: str, out: str, dd_chunks: int, rows: int, factor: float) -> dict
     exp = yaml.safe_load(Path(config).read_text())
     train, test = Path(exp["data"]["train_store"]), Path(exp["data"]["test_store"])
     pixels = int(exp["data"]["feature_dim"])
+    for store in (train, test):
+        if not (store / "flux").is_dir():
+            raise SystemExit(
+                f"{config}: store {store} is missing: run `snr-moe run {config}` once to "
+                "generate it (a benchmark does not time the generation)"
+            )
     with started_cluster(2) as (client, _):
         kernel = describe_kernels(blas_summary(threadpool_info()), worker_blas(client))
     machine = describe_machine() | {"kernel": kernel}

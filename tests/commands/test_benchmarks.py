@@ -221,6 +221,12 @@ def test_the_full_run_is_measured_beside_both_floors(tmp_path, capsys):
         "fit: {target: logg, min_spectra: 5}\nevaluate: {bootstrap: 20, seed: 0}\n"
         "cluster: {kind: local, workers: 2, threads_per_worker: 1}\n"
     )
+    from snr_moe_dask.survey.generate import generate_survey
+
+    with pytest.raises(SystemExit, match="train.zarr is missing"):
+        full.main([str(config), "--run-dir", str(tmp_path / "first")])
+    generate_survey(tmp_path / "train.zarr", 600, pixels=64, chunk_size=200, seed=1)
+    generate_survey(tmp_path / "test.zarr", 300, pixels=64, chunk_size=200, seed=2)
     out = tmp_path / "full.json"
     run_dir = tmp_path / "run"
     args = [str(config), "--out", str(out), "--run-dir", str(run_dir), "--dd-chunks", "2"]
