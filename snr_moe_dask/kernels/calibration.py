@@ -158,6 +158,9 @@ def weighted_edges(snr: np.ndarray, weight: np.ndarray, n_bins: int) -> np.ndarr
     return edges
 
 
+MIN_PER_BIN = 200  # served spectra per bin at least: a mean square of 200 is within ~10 %
+
+
 def calibration_table(
     snr: np.ndarray,
     sq_error: np.ndarray,
@@ -177,8 +180,10 @@ def calibration_table(
         Bins per expert.
     served : ndarray of bool, shape (m, n_experts), optional
         The spectra each expert serves: its bins are quantiles of their SNR,
-        and its errors are averaged over them. None: every spectrum, for
-        every expert.
+        and its errors are averaged over them; an expert serving fewer than
+        ``n_bins *`` :data:`MIN_PER_BIN` sampled spectra gets fewer bins (at
+        least one; the rest are empty, between repeated last edges). None:
+        every spectrum, for every expert.
     weight : ndarray of shape (m,), optional
         With ``served`` None: the bins are quantiles under these weights
         (:func:`weighted_edges`) instead of plain ones.
@@ -209,9 +214,14 @@ def calibration_table(
         x = snr[rows]
         if weight is not None and served is None and weight.sum() > 0:
             edges[e] = weighted_edges(x, weight, n_bins)
-        else:
+        elif served is None:
             edges[e] = np.quantile(x, q)
-        k = np.clip(np.searchsorted(edges[e], x, side="right") - 1, 0, n_bins - 1)
+        else:
+            used = int(np.clip(rows.size // MIN_PER_BIN, 1, n_bins))
+            edges[e, : used + 1] = np.quantile(x, np.linspace(0.0, 1.0, used + 1))
+            edges[e, used + 1 :] = edges[e, used]
+        last = int(np.flatnonzero(edges[e] == edges[e, -1])[0]) if served is not None else n_bins
+        k = np.clip(np.searchsorted(edges[e], x, side="right") - 1, 0, max(last - 1, 0))
         count[e] = np.bincount(k, minlength=n_bins)
         for b in np.flatnonzero(count[e]):
             centre[e, b] = np.median(x[k == b])
