@@ -81,11 +81,17 @@ _CALIBRATION_ARRAYS = {
     "variance": (EXPERT, "calibration_bin", TARGET),
     "count": (EXPERT, "calibration_bin"),
 }
-_CALIBRATION_SOFT = {  # with a gate: the learned routing's and the soft mixture's tables
-    "learned_snr_edges": (EXPERT, "calibration_edge"),
-    "learned_snr_centre": (EXPERT, "calibration_bin"),
-    "learned_variance": (EXPERT, "calibration_bin", TARGET),
-    "learned_count": (EXPERT, "calibration_bin"),
+_CALIBRATION_SOFT = {  # the learned (with a gate) and observed (SNR keys) routings' tables,
+    **{  # and the soft mixture's factor
+        f"{routing}_{key}": dims
+        for routing in ("learned", "observed")
+        for key, dims in (
+            ("snr_edges", (EXPERT, "calibration_edge")),
+            ("snr_centre", (EXPERT, "calibration_bin")),
+            ("variance", (EXPERT, "calibration_bin", TARGET)),
+            ("count", (EXPERT, "calibration_bin")),
+        )
+    },
     "soft_snr_edges": ("calibration_edge",),
     "soft_snr_centre": ("calibration_bin",),
     "soft_scale": ("calibration_bin", TARGET),

@@ -21,11 +21,13 @@ from ..kernels.calibration import (
     loo_residuals,
     mixture_bound,
 )
+from ..kernels.cells import assign_cells
 from ..kernels.gate import gate_probabilities, hard_route_bins
 from ..kernels.gate_features import gate_matrix
 from ..kernels.mixture import expert_predictions
 from ..kernels.selection import select_rows
 from ..kernels.snr import find_bad_pixels, snr_statistics
+from ..kernels.variables import routed_variable, spectrum_values
 from .settings import FitSettings
 
 
@@ -94,7 +96,8 @@ def calibration_chunk(
         without a gate) and ``seconds``; with a gate also ``p``, ``pred``
         and ``mixed`` (the gate's probabilities, the cells' experts' and the
         mixed predictions), ``routed`` (the learned gate's cell) and
-        ``expert`` (the pass's).
+        ``expert`` (the pass's); where every key has an observed version (SNR),
+        ``observed``, the expert observed routing sends each spectrum to.
     """
     t0 = time.perf_counter()
     factors = factors[: len(system["experts"])]
@@ -118,6 +121,10 @@ def calibration_chunk(
         error[rows, e] = loo_residuals(error[rows, e], hat_diagonal(xc, factor))
     keep = use & np.isfinite(snr)
     out = {"snr": snr[keep], "error": error[keep], "members": members[keep], "soft": None}
+    observed = _observed_cells(settings, d, flux, bad, snr)
+    if observed is not None:
+        mapped = np.asarray(system["cell_map"])[np.clip(observed, 0, None)]
+        out["observed"] = np.where(observed >= 0, mapped, -1)[keep]
     if gate is not None:
         feats = gate_matrix(settings.gate_items, records[index]["features"], flux, bad, gate)
         p = gate_probabilities(feats, gate)
@@ -142,7 +149,11 @@ def fit_calibration(parts: list, factors: list, settings: FitSettings, chunks: l
         return None
     if parts[0]["soft"] is not None:
         table.update(_soft_table(parts, snr, table, settings.calibration_bins))
-        table.update(_learned_table(parts, snr, error, settings.calibration_bins))
+        routed = np.concatenate([part["routed"] for part in parts])
+        table.update(_routed_table("learned", routed, snr, error, settings.calibration_bins))
+    if "observed" in parts[0]:
+        routed = np.concatenate([part["observed"] for part in parts])
+        table.update(_routed_table("observed", routed, snr, error, settings.calibration_bins))
     seconds = sum(p["seconds"] for p in parts) + sum(f["seconds"] for f in factors if f)
     table.update(
         method="exact leave-one-out residuals of the spectra each expert serves, in "
@@ -159,16 +170,32 @@ def fit_calibration(parts: list, factors: list, settings: FitSettings, chunks: l
     return table
 
 
-def _learned_table(parts: list, snr: np.ndarray, error: np.ndarray, n_bins: int) -> dict:
-    """Each expert's errors over the spectra the learned gate routes to it (the
-    global model's: those it routes nowhere, and every one for its own table)."""
-    routed = np.concatenate([part["routed"] for part in parts])
+def _routed_table(
+    routing: str, routed: np.ndarray, snr: np.ndarray, error: np.ndarray, n_bins: int
+) -> dict:
+    """Each expert's errors over the spectra a routing sends to it (``routed``: the
+    cell's expert per spectrum, -1 for none; the global model's table: every one)."""
     served = np.zeros(error.shape[:2], dtype=bool)
     served[:, 0] = True
     ok = np.flatnonzero((routed >= 0) & (routed + 1 < error.shape[1]))
     served[ok, routed[ok] + 1] = True
-    learned = calibration_table(snr, error**2, n_bins, served)
-    return {f"learned_{key}": value for key, value in learned.items()}
+    found = calibration_table(snr, error**2, n_bins, served)
+    return {f"{routing}_{key}": value for key, value in found.items()}
+
+
+def _observed_cells(settings: FitSettings, d: dict, flux, bad, snr) -> np.ndarray | None:
+    """Each spectrum's cell by its keys' observed values, or None when a key has no
+    observed version (a label such as ``teff``)."""
+    try:
+        names = [routed_variable(k.name, "observed") for k in settings.grid]
+    except ValueError:
+        return None
+    snr_mean = snr_statistics(flux, d["error"], bad, mean=True)[1] if "snr_mean" in names else None
+    stored = {**d.get("variables", {}), "snr": d.get("snr")}
+    values = spectrum_values(
+        names, flux=flux, error=d["error"], bad=bad, snr=snr, snr_mean=snr_mean, stored=stored
+    )
+    return assign_cells([values[v] for v in names], settings.grid)
 
 
 def _soft_table(parts: list, snr: np.ndarray, table: dict, n_bins: int) -> dict:

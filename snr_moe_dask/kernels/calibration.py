@@ -158,7 +158,7 @@ def weighted_edges(snr: np.ndarray, weight: np.ndarray, n_bins: int) -> np.ndarr
     return edges
 
 
-MIN_PER_BIN = 200  # served spectra per bin at least: a mean square of 200 is within ~10 %
+MIN_PER_BIN = 100  # served spectra per bin at least: their mean square is within ~15 %
 
 
 def calibration_table(
@@ -281,12 +281,13 @@ def mixture_bound(
     return np.einsum("mk,mkt->mt", np.nan_to_num(p), expert_var + spread)
 
 
-def learned_variance(table: dict, snr: np.ndarray) -> np.ndarray | None:
-    """Every expert's error variance over the spectra the learned gate routes to it,
-    at each observed SNR (as :func:`expert_variance`); None without that table."""
-    if "learned_variance" not in table:
+def routed_variance(table: dict, routing: str, snr: np.ndarray) -> np.ndarray | None:
+    """Every expert's error variance over the spectra ``routing`` (learned or
+    observed) sends to it, at each observed SNR (as :func:`expert_variance`);
+    None without that routing's table."""
+    if f"{routing}_variance" not in table:
         return None
-    part = {"snr_centre": table["learned_snr_centre"], "variance": table["learned_variance"]}
+    part = {"snr_centre": table[f"{routing}_snr_centre"], "variance": table[f"{routing}_variance"]}
     return expert_variance(part, snr)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import zarr
 
 from ..kernels.binning import NO_BIN
-from ..kernels.calibration import expert_variance, learned_variance, routed_sigma, soft_scale
+from ..kernels.calibration import expert_variance, routed_sigma, routed_variance, soft_scale
 from ..kernels.cells import Key, assign_cells
 from ..kernels.gate import gate_probabilities, leakage_prediction
 from ..kernels.gate_features import base_names, gate_matrix, parse_features
@@ -130,21 +130,16 @@ def predict_block(
 
 
 def _uncertainties(table, snr, routed, pred, probs) -> dict:
-    """Each routing's 1-sigma uncertainties from the model's error model."""
+    """Each routing's 1-sigma uncertainties from the model's error model: a hard
+    routing's table where the model has one for it (learned, observed), the keys'
+    otherwise."""
     variance = expert_variance(table, snr)
     soft = soft_scale(table, snr) if "soft" in routed else None
-    learned = learned_variance(table, snr) if "learned" in routed else None
-    return {
-        r: routed_sigma(
-            r,
-            res,
-            pred,
-            learned if r == "learned" and learned is not None else variance,
-            probs,
-            soft,
-        )
-        for r, res in routed.items()
-    }
+    out = {}
+    for r, res in routed.items():
+        own = routed_variance(table, r, snr) if r in ("learned", "observed") else None
+        out[r] = routed_sigma(r, res, pred, variance if own is None else own, probs, soft)
+    return out
 
 
 def _gate_features(items, values, flux, bad, gate) -> np.ndarray:

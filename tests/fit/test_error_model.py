@@ -113,3 +113,37 @@ def test_soft_table_bins_the_gates_mixture_of_sklearn_held_out_errors():
     learned = calibration_table(snr, errors[:, :, None] ** 2, 4, by_gate)
     np.testing.assert_allclose(cal["learned_variance"], learned["variance"], rtol=1e-8)
     np.testing.assert_array_equal(cal["learned_count"], learned["count"])
+
+
+def test_observed_routing_has_the_table_of_the_spectra_it_routes():
+    flux, y, snr, _ = survey(n=600, seed=6)
+    observed = snr * np.random.default_rng(1).uniform(0.8, 1.25, len(y))
+    error = flux / observed[:, None]  # observed SNR differs from the true one
+    model = SNRBinnedRidge(
+        alpha=2.0, bins=[3.0], bin_names=["lo", "hi"], routing="oracle", precision="float64",
+        min_spectra=1, gate=False, calibration=10**6,
+    )  # fmt: skip
+    with dask.config.set({"scheduler": "sync", "snr-moe.fit.calibration.snr-bins": 4}):
+        model.fit(flux, y, snr=snr, error=error)
+    lo, lo_obs = snr <= 3.0, observed <= 3.0
+    assert (lo != lo_obs).sum() > 20
+    members = np.stack([np.ones_like(lo), lo, ~lo], axis=1)
+    errors = np.stack([sklearn_held_out(flux, y, m, 2.0) for m in members.T], axis=1)
+    by_observed = np.stack([np.ones_like(lo), lo_obs, ~lo_obs], axis=1)
+    expected = calibration_table(observed, errors[:, :, None] ** 2, 4, by_observed)
+    cal = model.calibration_
+    np.testing.assert_allclose(cal["observed_variance"], expected["variance"], rtol=1e-8)
+    np.testing.assert_array_equal(cal["observed_count"], expected["count"])
+    keyed = calibration_table(observed, errors[:, :, None] ** 2, 4, members)
+    np.testing.assert_allclose(cal["variance"], keyed["variance"], rtol=1e-8)
+    from snr_moe_dask.predict.graph import model_params
+    from snr_moe_dask.predict.tasks import predict_block
+
+    block = predict_block(flux, error, None, {"snr": snr}, model_params(model, ["observed"]))
+    expert = np.where(lo_obs, 1, 2)
+    want = [
+        np.interp(o, expected["snr_centre"][e][np.isfinite(expected["snr_centre"][e])],
+                  expected["variance"][e, :, 0][np.isfinite(expected["variance"][e, :, 0])])
+        for o, e in zip(observed, expert)
+    ]  # fmt: skip
+    np.testing.assert_allclose(block["err_observed"], np.sqrt(want), rtol=1e-8)
