@@ -161,6 +161,23 @@ def weighted_edges(snr: np.ndarray, weight: np.ndarray, n_bins: int) -> np.ndarr
 MIN_PER_BIN = 100  # served spectra per bin at least: their mean square is within ~15 %
 
 
+def non_increasing(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted least-squares non-increasing fit to ``values`` (pool adjacent
+    violators); NaN values (and zero weights) are skipped and stay NaN."""
+    out = np.array(values, dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(out) & (np.asarray(weights) > 0))
+    blocks: list[list[float]] = []  # [mean, weight, count] per pooled run
+    for i in ok:
+        blocks.append([out[i], float(weights[i]), 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            m2, w2, c2 = blocks.pop()
+            m1, w1, c1 = blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
+    fitted = np.concatenate([np.full(c, m) for m, _, c in blocks]) if blocks else np.zeros(0)
+    out[ok] = fitted
+    return out
+
+
 def calibration_table(
     snr: np.ndarray,
     sq_error: np.ndarray,
@@ -182,8 +199,11 @@ def calibration_table(
         The spectra each expert serves: its bins are quantiles of their SNR,
         and its errors are averaged over them; an expert serving fewer than
         ``n_bins *`` :data:`MIN_PER_BIN` sampled spectra gets fewer bins (at
-        least one; the rest are empty, between repeated last edges). None:
-        every spectrum, for every expert.
+        least one; the rest are empty, between repeated last edges), and its
+        bins' mean squares are made non-increasing in SNR
+        (:func:`non_increasing`: an expert's error does not grow with the
+        signal; the fit pools the bins where sampling noise says otherwise).
+        None: every spectrum, for every expert, as measured.
     weight : ndarray of shape (m,), optional
         With ``served`` None: the bins are quantiles under these weights
         (:func:`weighted_edges`) instead of plain ones.
@@ -231,6 +251,8 @@ def calibration_table(
             total = np.bincount(k[finite], weights=err[finite], minlength=n_bins)
             n = np.bincount(k[finite], minlength=n_bins)
             variance[e, :, t] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+            if served is not None:
+                variance[e, :, t] = non_increasing(variance[e, :, t], n)
     return {"snr_edges": edges, "snr_centre": centre, "variance": variance, "count": count}
 
 

@@ -151,3 +151,17 @@ def test_cell_weighted_edges_give_a_small_cell_as_many_bins_as_a_large_one():
     assert np.isclose(edges[2], 5.0, atol=0.1)  # half the bins for the 99 high-SNR spectra
     table = C.calibration_table(snr, np.ones((snr.size, 1, 1)), 4, weight=w)
     np.testing.assert_allclose(table["snr_edges"][0], edges)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_non_increasing_is_sklearns_isotonic_fit(seed):
+    from sklearn.isotonic import IsotonicRegression
+
+    rng = np.random.default_rng(seed)
+    v = np.sort(rng.uniform(1, 5, 12))[::-1] + rng.normal(0, 0.8, 12)
+    w = rng.integers(1, 300, 12).astype(float)
+    want = IsotonicRegression(increasing=False).fit_transform(np.arange(12), v, sample_weight=w)
+    np.testing.assert_allclose(C.non_increasing(v, w), want, rtol=1e-12)
+    v[[2, 7]] = np.nan  # empty bins stay empty and are skipped
+    got = C.non_increasing(v, w)
+    assert np.isnan(got[[2, 7]]).all() and (np.diff(got[np.isfinite(got)]) <= 0).all()
