@@ -138,6 +138,9 @@ def _uncertainties(table, snr, routed, pred, probs) -> dict:
     out = {}
     for r, res in routed.items():
         own = routed_variance(table, r, snr) if r in ("learned", "observed") else None
+        if own is not None:  # an expert the routing sent no sampled spectrum: the keys' table
+            empty = ~np.isfinite(table[f"{r}_variance"]).any(axis=1)  # (n_experts, n_targets)
+            own = np.where(empty[None], variance, own)
         out[r] = routed_sigma(r, res, pred, variance if own is None else own, probs, soft)
     return out
 
