@@ -234,7 +234,7 @@ def test_the_full_run_is_measured_beside_both_floors(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert (run_dir / "metrics.json").exists() and result["run"]["wall_s"] > 0
     assert result["read_floor"]["dd"]["files"] == 4 and result["read_floor"]["floor_s"] > 0
-    assert result["product_floor"]["floor_s"] == 10 * result["product_floor"]["seconds"]
+    assert result["product_floor"]["factor"] == 10 and result["product_floor"]["rows"] == 2000
     assert result["floor_s"] == max(
         result["read_floor"]["floor_s"], result["product_floor"]["floor_s"]
     )
@@ -242,3 +242,11 @@ def test_the_full_run_is_measured_beside_both_floors(tmp_path, capsys):
         result["machine"]["kernel"]["driver"] == result["machine"]["kernel"]["workers"].popitem()[1]
     )
     assert result["run"]["peak_rss_mb"] > 0 and "x the larger floor" in capsys.readouterr().out
+
+
+def test_the_product_floor_is_the_factor_times_numpys_best_time(monkeypatch):
+    from benchmarks import full
+
+    monkeypatch.setattr(full, "measure_numpy", lambda x: {"seconds": 1.5, "shape": x.shape})
+    floor = full.product_floor(300, 16, 10.0)
+    assert floor["floor_s"] == 15.0 and floor["shape"] == (300, 16) and floor["factor"] == 10.0
