@@ -37,13 +37,6 @@ def expert_system(solved: dict) -> dict:
     return {key: solved[key] for key in keys}
 
 
-def sample_records(acc: dict, chunks: list[int]) -> dict:
-    """The sampled chunks' pass records: each spectrum's cell and the gate's base
-    features (graph task: a small key the calibration tasks share)."""
-    features = acc.get("features", {})
-    return {i: {"cell": acc["cell"][i], "features": features.get(i)} for i in chunks}
-
-
 def factor_expert(pooled: dict, system: dict, settings: FitSettings, e: int) -> dict | None:
     """Expert ``e``'s factor for its hat-matrix diagonal (graph task); None for an
     expert served by the global model (it shares the global model's errors).

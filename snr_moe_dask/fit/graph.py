@@ -36,13 +36,12 @@ from .calibrate import (
     expert_system,
     factor_expert,
     fit_calibration,
-    sample_records,
 )
 from .gating import train_gate
-from .refine import chunk_cells, merge_refine, refine_chunk, refine_inputs, refine_solution
+from .refine import merge_refine, refine_chunk, refine_inputs, refine_solution
 from .settings import FitSettings
 from .solve import choose_cells, solve_experts
-from .tasks import fold, merge_partials, merge_piece, pool_experts, slot_piece
+from .tasks import chunk_records, fold, merge_partials, merge_piece, pool_experts, slot_piece
 
 
 @dataclass
@@ -133,7 +132,7 @@ def calibration_graph(source: Source, total, pooled, solve, gate, settings: FitS
         return None
     token = dask.base.tokenize(source.token(), settings, chunks)
     system = dask.delayed(expert_system, pure=True)(solve, dask_key_name=f"system-{token}")
-    records = dask.delayed(sample_records, pure=True)(
+    records = dask.delayed(chunk_records, pure=True)(
         total, chunks, dask_key_name=f"records-{token}"
     )
     factors = [
@@ -182,13 +181,13 @@ def refinement_graph(pooled, solved, source: Source, settings: FitSettings, tota
     tolerance (ill-conditioned experts). The chunk tasks take each spectrum's
     cell from the pass (``total``'s records)."""
     token = dask.base.tokenize(source.token(), settings, "refine")
-    cells = dask.delayed(chunk_cells, pure=True)(total, dask_key_name=f"cells-{token}")
+    records = dask.delayed(chunk_records, pure=True)(total, dask_key_name=f"records-{token}")
     for round_ in range(REFINE_ROUNDS):
         name = f"{token}-{round_}"
         coefs = dask.delayed(refine_inputs, pure=True)(solved, dask_key_name=f"coefs-{name}")
         parts = [
             dask.delayed(refine_chunk, pure=True)(
-                chunk, i, cells, coefs, settings, dask_key_name=f"refine-{name}-{i}"
+                chunk, i, records, coefs, settings, dask_key_name=f"refine-{name}-{i}"
             )
             for i, chunk in enumerate(source.chunks)
         ]

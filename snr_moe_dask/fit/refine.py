@@ -22,18 +22,7 @@ from ..kernels.solve import feature_scale, solve_ridge
 from .settings import FitSettings
 
 
-def chunk_cells(acc: dict) -> dict:
-    """Each chunk's pass cells (chunk index -> ``cell``, one per spectrum, -1 for
-    none) and whether the pass found it ``clean`` (not one bad pixel), from the
-    merged accumulator (graph task: a small key the chunk tasks share)."""
-    n_bad = acc.get("n_bad", {})
-    return {
-        i: {"cell": cell, "clean": i in n_bad and int(n_bad[i]) == 0}
-        for i, cell in acc.get("cell", {}).items()
-    }
-
-
-def refine_chunk(chunk, index: int, cells: dict, coefs: dict, settings: FitSettings) -> dict:
+def refine_chunk(chunk, index: int, records: dict, coefs: dict, settings: FitSettings) -> dict:
     """One chunk's float64 residual sums for every expert (graph task).
 
     Returns ``xr`` (n_experts, n_pixels, n_targets), the sum of x_i r_i over the
@@ -49,14 +38,14 @@ def refine_chunk(chunk, index: int, cells: dict, coefs: dict, settings: FitSetti
     if not coefs["refine"].any():  # every expert is accurate already: nothing to read
         out["seconds"] = np.array(0.0)
         return out
-    clean = cells[index]["clean"]
+    clean = records[index]["clean"]
     d = chunk.read(flux_only=clean)
     flux, y = d["flux"], np.asarray(d["y"], dtype=np.float64).reshape(len(d["flux"]), -1)
     if clean and "error" not in d:
         bad = np.zeros(flux.shape, dtype=bool)
     else:
         bad = find_bad_pixels(flux, d["error"], d.get("mask"))
-    cell = np.asarray(cells[index]["cell"], dtype=np.int64)
+    cell = np.asarray(records[index]["cell"], dtype=np.int64)
     use, _ = select_rows(bad, y, cell, settings.n_bins, settings.max_bad_fraction)
     slot = cell * settings.n_folds
     if settings.n_folds > 1:

@@ -112,6 +112,22 @@ def _records(d, settings: FitSettings, values, cell, snr, flux, bad, y, start) -
     return records
 
 
+def chunk_records(acc: dict, chunks=None) -> dict:
+    """What the pass recorded of each chunk that a later read of it needs (graph task:
+    a small key the chunk tasks share): chunk index -> ``cell`` (one per spectrum,
+    -1 for none), ``clean`` (the pass found not one bad pixel) and ``features`` (the
+    gate's base features, or None). ``chunks``: those chunks only (default all)."""
+    cells, n_bad, features = acc.get("cell", {}), acc.get("n_bad", {}), acc.get("features", {})
+    return {
+        i: {
+            "cell": cells[i],
+            "clean": i in n_bad and int(n_bad[i]) == 0,
+            "features": features.get(i),
+        }
+        for i in (cells if chunks is None else chunks)
+    }
+
+
 def _record(acc: dict, index: int, records: dict) -> None:
     for key, value in records.items():
         if value is not None:
