@@ -222,7 +222,6 @@ def calibration_table(
     if snr.size == 0:
         return None
     _, n_experts, n_targets = sq_error.shape
-    q = np.linspace(0.0, 1.0, n_bins + 1)
     edges = np.full((n_experts, n_bins + 1), np.nan)
     centre = np.full((n_experts, n_bins), np.nan)
     variance = np.full((n_experts, n_bins, n_targets), np.nan)
@@ -232,16 +231,13 @@ def calibration_table(
         if not rows.size:
             continue
         x = snr[rows]
+        used = n_bins if served is None else int(np.clip(rows.size // MIN_PER_BIN, 1, n_bins))
         if weight is not None and served is None and weight.sum() > 0:
             edges[e] = weighted_edges(x, weight, n_bins)
-        elif served is None:
-            edges[e] = np.quantile(x, q)
         else:
-            used = int(np.clip(rows.size // MIN_PER_BIN, 1, n_bins))
             edges[e, : used + 1] = np.quantile(x, np.linspace(0.0, 1.0, used + 1))
             edges[e, used + 1 :] = edges[e, used]
-        last = int(np.flatnonzero(edges[e] == edges[e, -1])[0]) if served is not None else n_bins
-        k = np.clip(np.searchsorted(edges[e], x, side="right") - 1, 0, max(last - 1, 0))
+        k = np.clip(np.searchsorted(edges[e], x, side="right") - 1, 0, used - 1)
         count[e] = np.bincount(k, minlength=n_bins)
         for b in np.flatnonzero(count[e]):
             centre[e, b] = np.median(x[k == b])
@@ -303,14 +299,18 @@ def mixture_bound(
     return np.einsum("mk,mkt->mt", np.nan_to_num(p), expert_var + spread)
 
 
-def routed_variance(table: dict, routing: str, snr: np.ndarray) -> np.ndarray | None:
-    """Every expert's error variance over the spectra ``routing`` (learned or
-    observed) sends to it, at each observed SNR (as :func:`expert_variance`);
-    None without that routing's table."""
+def routed_variance(table: dict, routing: str, snr: np.ndarray) -> np.ndarray:
+    """Every expert's error variance at each observed SNR for a hard routing, shape
+    (m, n_experts, n_targets): over the spectra ``routing`` sends to it where the
+    table has that routing's part (learned, observed) and the routing sent the
+    expert a sampled spectrum; the keys' (:func:`expert_variance`) otherwise."""
+    variance = expert_variance(table, snr)
     if f"{routing}_variance" not in table:
-        return None
-    part = {"snr_centre": table[f"{routing}_snr_centre"], "variance": table[f"{routing}_variance"]}
-    return expert_variance(part, snr)
+        return variance
+    own = table[f"{routing}_variance"]
+    part = {"snr_centre": table[f"{routing}_snr_centre"], "variance": own}
+    empty = ~np.isfinite(own).any(axis=1)  # (n_experts, n_targets): sent no sampled spectrum
+    return np.where(empty[None], variance, expert_variance(part, snr))
 
 
 def soft_scale(table: dict, snr: np.ndarray) -> np.ndarray | None:

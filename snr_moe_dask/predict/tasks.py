@@ -11,7 +11,7 @@ import numpy as np
 import zarr
 
 from ..kernels.binning import NO_BIN
-from ..kernels.calibration import expert_variance, routed_sigma, routed_variance, soft_scale
+from ..kernels.calibration import routed_sigma, routed_variance, soft_scale
 from ..kernels.cells import Key, assign_cells
 from ..kernels.gate import gate_probabilities, leakage_prediction
 from ..kernels.gate_features import base_names, gate_matrix, parse_features
@@ -130,19 +130,13 @@ def predict_block(
 
 
 def _uncertainties(table, snr, routed, pred, probs) -> dict:
-    """Each routing's 1-sigma uncertainties from the model's error model: a hard
-    routing's table where the model has one for it (learned, observed), the keys'
-    otherwise."""
-    variance = expert_variance(table, snr)
+    """Each routing's 1-sigma uncertainties from the model's error model (see
+    :func:`~snr_moe_dask.kernels.calibration.routed_variance`)."""
     soft = soft_scale(table, snr) if "soft" in routed else None
-    out = {}
-    for r, res in routed.items():
-        own = routed_variance(table, r, snr) if r in ("learned", "observed") else None
-        if own is not None:  # an expert the routing sent no sampled spectrum: the keys' table
-            empty = ~np.isfinite(table[f"{r}_variance"]).any(axis=1)  # (n_experts, n_targets)
-            own = np.where(empty[None], variance, own)
-        out[r] = routed_sigma(r, res, pred, variance if own is None else own, probs, soft)
-    return out
+    return {
+        r: routed_sigma(r, res, pred, routed_variance(table, r, snr), probs, soft)
+        for r, res in routed.items()
+    }
 
 
 def _gate_features(items, values, flux, bad, gate) -> np.ndarray:

@@ -89,10 +89,16 @@ def test_pfs_files_resampled_onto_the_model_grid_and_predicted(labelled, tmp_pat
     # observed routing: the served expert's leave-one-out error at the observed SNR, from
     # observed routing's table (the keys' for an expert it sent no sampled spectrum)
     cal = load_model(model).calibration_
-    var = expert_variance(cal, pred["snr_observed"].values)
-    own = routed_variance(cal, "observed", pred["snr_observed"].values)
+    keyed = expert_variance(cal, pred["snr_observed"].values)
+    own = expert_variance(
+        {"snr_centre": cal["observed_snr_centre"], "variance": cal["observed_variance"]},
+        pred["snr_observed"].values,
+    )
     empty = ~np.isfinite(cal["observed_variance"]).any(axis=1)
-    var = np.where(empty[None], var, own)
+    var = np.where(empty[None], keyed, own)
+    np.testing.assert_array_equal(
+        var, routed_variance(cal, "observed", pred["snr_observed"].values)
+    )
     expert = pred["expert"].values
     np.testing.assert_allclose(
         pred["logg_err"].values, np.sqrt(var[np.arange(len(expert)), expert, 0]), rtol=1e-12
