@@ -182,10 +182,21 @@ def test_evaluate_killed_while_writing_leaves_the_previous_output(model_and_test
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("target", ["process", "group"])
-def test_ctrl_c_during_fit_exits_130_with_one_line(target, tmp_path):
+@pytest.mark.parametrize(
+    "target, signum, status, word",
+    [
+        ("process", signal.SIGINT, 130, "interrupted"),
+        ("group", signal.SIGINT, 130, "interrupted"),
+        ("process", signal.SIGTERM, 143, "terminated"),
+    ],
+)
+def test_an_interrupt_during_fit_exits_with_one_line(target, signum, status, word, tmp_path):
     """SIGINT to the command (``kill -INT``) or to its whole process group, workers
-    included (Ctrl-C in a terminal), while the fold tasks run."""
+    included (Ctrl-C in a terminal), or SIGTERM to the command (``kill PID``, what a
+    batch system or a supervisor sends first), while the fold tasks run: one line,
+    nothing written, the LocalCluster's worker processes gone with the command."""
+    import psutil
+
     store = _store(tmp_path / "train.zarr", n=2000, seed=7)  # 100 chunks of 20 x 16
     out = tmp_path / "m.zarr"
     proc = _start(["fit", store, "--model", str(out), "--min-spectra", "1"], tmp_path)
@@ -197,42 +208,20 @@ def test_ctrl_c_during_fit_exits_130_with_one_line(target, tmp_path):
             pytest.fail(
                 f"the fit ended (status {proc.poll()}) before the interrupt: {proc.stderr.read()}"
             )
-        if target == "group":
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        _stop(proc)
-
-    assert proc.returncode == 130, err
-    assert err.splitlines() == ["snr-moe fit: interrupted; outputs left as they were"], err
-    assert not out.exists()
-    assert not list(tmp_path.glob(".m.zarr.*"))
-
-
-@pytest.mark.timeout(180)
-def test_sigterm_during_fit_stops_the_workers_and_writes_nothing(tmp_path):
-    """``kill PID`` (SIGTERM, what a batch system or a supervisor sends first) is an
-    interrupt too: one line, the LocalCluster's worker processes gone with it."""
-    import psutil
-
-    store = _store(tmp_path / "train.zarr", n=2000, seed=7)
-    out = tmp_path / "m.zarr"
-    proc = _start(["fit", store, "--model", str(out), "--min-spectra", "1"], tmp_path)
-    try:
-        for line in proc.stderr:
-            if line.startswith("fit: one pass"):
-                break
         workers = psutil.Process(proc.pid).children(recursive=True)
         assert workers, "the LocalCluster has worker processes"
-        os.kill(proc.pid, signal.SIGTERM)
+        if target == "group":
+            os.killpg(proc.pid, signum)
+        else:
+            os.kill(proc.pid, signum)
         _, err = proc.communicate(timeout=60)
     finally:
         _stop(proc)
-    assert proc.returncode == 143, err
-    assert err.splitlines() == ["snr-moe fit: terminated; outputs left as they were"], err
+
+    assert proc.returncode == status, err
+    assert err.splitlines() == [f"snr-moe fit: {word}; outputs left as they were"], err
     assert not out.exists()
+    assert not list(tmp_path.glob(".m.zarr.*"))
     _, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, [p.cmdline()[:3] for p in alive]
 
