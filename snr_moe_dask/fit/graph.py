@@ -93,8 +93,8 @@ def run_fit(
     if settings.search:
         choice = dask.delayed(choose_cells, pure=True)(total, settings)
     cv = None if settings.search else cv_graph(total, settings)
-    solved = dask.delayed(solve_experts, pure=True)(total, settings, cv, choice)
     pooled = dask.delayed(pool_experts, pure=True)(total, settings, choice)
+    solved = dask.delayed(solve_experts, pure=True)(total, settings, cv, choice, pooled)
     if settings.refine:
         solved = refinement_graph(pooled, solved, source, settings, total)
     gate = dask.delayed(train_gate, pure=True)(total, settings, choice) if settings.gate else None

@@ -116,7 +116,11 @@ def search_record(result: dict, fine: list[cells.Key], s) -> dict:
 
 
 def solve_experts(
-    acc: dict, settings: FitSettings, cv_results: list | None = None, choice: dict | None = None
+    acc: dict,
+    settings: FitSettings,
+    cv_results: list | None = None,
+    choice: dict | None = None,
+    pooled: dict | None = None,
 ) -> dict:
     """Solve the global model and each expert from the merged statistics (graph task).
 
@@ -128,6 +132,9 @@ def solve_experts(
     solved from the same statistics for comparison. With a search
     (``choice`` from :func:`choose_cells`), the experts are its coarse cells,
     each pooling its fine cells' statistics, with the alphas it chose.
+    ``pooled``: the statistics already pooled one slot per expert
+    (:func:`snr_moe_dask.fit.tasks.pool_experts`), so the solve does not pool
+    them again.
 
     Returns
     -------
@@ -146,7 +153,7 @@ def solve_experts(
         chosen, cv = _cv_choice(cv_results, settings)
         alphas = np.where(np.isfinite(chosen), chosen, alphas)
     cell_map = cell_to_expert(settings, choice)
-    acc = expert_stats(acc, settings, cell_map)
+    acc = pooled if pooled is not None else expert_stats(acc, settings, cell_map)
     total = stats.total_stats(acc)
     n_train = np.array([total["n"][0], *acc["n"]])
     if n_train[0] < 1:
