@@ -1,7 +1,8 @@
 """The task stream of one fit: how long each kind of task took, and on which worker.
 
 Run as ``python -m benchmarks.timeline [--store PATH] [--workers 2] [--out FILE]``.
-It fits the same five models as ``python -m benchmarks`` (no gate) on a
+It fits the same five models as ``python -m benchmarks`` (no gate, and no
+uncertainties unless ``--calibration N``) on a
 LocalCluster of single-threaded workers, with distributed's task stream
 recording every task, then prints per kind of task (fold, merge, solve, ...)
 the count and total, mean and largest duration of its compute and transfer
@@ -51,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.timeline", description=__doc__)
     parser.add_argument("--store", default="data/bench/train-n100000-p4096-c4096-s42.zarr")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        default=0,
+        help="training spectra read again for the uncertainties (default 0, as python -m "
+        "benchmarks times ours; the package default is 20000)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if not Path(args.store).exists():
@@ -66,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         target=TARGET,
         min_spectra=1,
         gate=False,
+        calibration=args.calibration,
     )
     with started_cluster(args.workers) as (client, _):
         with get_task_stream(client) as stream:

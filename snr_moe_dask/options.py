@@ -196,7 +196,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("gate_sample", POSITIVE, "spectra whose flux the pass keeps to train the gate's "
            "principal-component features", "fit.gate.pca-sample"),
     Option("pack_above", number(0), "pack each slot's Gram triangle when one fold chain's "
-           "statistics would exceed this many GB unpacked", "fit.pack-above-gb"),
+           "statistics would exceed this many GB unpacked (0: always)", "fit.pack-above-gb"),
     Option("gate_max_train", POSITIVE, "the gate trains on at most this many spectra",
            "fit.gate.max-train-spectra"),
     Option("checkpoint_every", POSITIVE, "chunks between a fold chain's checkpoints",

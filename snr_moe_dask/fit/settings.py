@@ -81,7 +81,7 @@ class FitSettings:
     search: SearchSettings | None = None
     fine: tuple[int | None, ...] = ()
     gate_sample: int = 20000
-    pack_above: float = 4.0
+    pack_above: float = 0.0
     packed: bool = False
     gate_stride: int = 0
 

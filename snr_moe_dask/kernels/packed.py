@@ -77,7 +77,23 @@ def pack_upper(sxx: np.ndarray) -> np.ndarray:
     return out
 
 
-def unpack_upper(packed: np.ndarray, n_pixels: int | None = None) -> np.ndarray:
+def upper_matrix(packed: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Return one packed triangle as a Fortran-ordered matrix holding it on and above
+    the diagonal, shape (P, P): what BLAS and LAPACK read with ``lower=0``, built by
+    contiguous column copies. ``out``: a Fortran-ordered (P, P) array to fill (only
+    its triangle is written); by default a new one, zero below the diagonal."""
+    packed = np.asarray(packed, dtype=np.float64)
+    p = _n_pixels(packed.size)
+    if out is None:
+        out = np.zeros((p, p), order="F")
+    start = 0
+    for j in range(p):  # column j of the triangle is contiguous in both layouts
+        out[: j + 1, j] = packed[start : start + j + 1]
+        start += j + 1
+    return out
+
+
+def unpack_upper(packed: np.ndarray, n_pixels: int | None = None, block: int = 256) -> np.ndarray:
     """Return the full symmetric matrices of packed triangles.
 
     Parameters
@@ -86,6 +102,8 @@ def unpack_upper(packed: np.ndarray, n_pixels: int | None = None) -> np.ndarray:
         From :func:`pack_upper`.
     n_pixels : int, optional
         ``P``; inferred from the length when omitted.
+    block : int
+        Columns mirrored at a time below the diagonal.
 
     Returns
     -------
@@ -100,12 +118,16 @@ def unpack_upper(packed: np.ndarray, n_pixels: int | None = None) -> np.ndarray:
             f"n_pixels={n_pixels} needs packed triangles of length {packed_size(n_pixels)}; "
             f"got shape {packed.shape}"
         )
-    full = np.zeros((*packed.shape[:-1], p, p))
-    start = 0
-    for j in range(p):
-        full[..., j, : j + 1] = packed[..., start : start + j + 1]
-        full[..., : j + 1, j] = packed[..., start : start + j + 1]
-        start += j + 1
+    lead = packed.shape[:-1]
+    full = np.empty((*lead, p, p))
+    for index in np.ndindex(*lead):
+        upper = upper_matrix(packed[index], out=full[index].T)
+        for j0 in range(0, p, block):  # mirror a block of columns into rows below the diagonal
+            j1 = min(j0 + block, p)
+            upper[j1:, j0:j1] = upper[j0:j1, j1:].T
+            diagonal = upper[j0:j1, j0:j1]
+            lower = np.tril_indices(j1 - j0, -1)
+            diagonal[lower] = diagonal.T[lower]
     return full
 
 

@@ -107,9 +107,9 @@ def is_packed(acc: dict) -> bool:
 def slot_gram(acc: dict, k: int) -> np.ndarray:
     """Slot ``k``'s Gram matrix, shape (n_pixels, n_pixels), valid on and above the
     diagonal: a Fortran-ordered view (:func:`gram_upper`), or, for a packed
-    accumulator, a new full matrix."""
+    accumulator, a new Fortran-ordered matrix holding the triangle (zeros below)."""
     sxx = acc["sxx"][k]
-    return P.unpack_upper(sxx) if sxx.ndim == 1 else gram_upper(sxx)
+    return P.upper_matrix(sxx) if sxx.ndim == 1 else gram_upper(sxx)
 
 
 def gram_times(acc: dict, k: int, w: np.ndarray) -> np.ndarray:

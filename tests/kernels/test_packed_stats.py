@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_stats import fold_all, make_data
 
 from snr_moe_dask.kernels import packed, stats
@@ -87,3 +89,20 @@ def test_slot_accessors_read_either_layout():
 def test_the_packed_bytes_are_about_half():
     assert packed.accumulator_bytes(16, 5, 4096, packed=True) < 5.4e9
     assert packed.accumulator_bytes(16, 5, 4096) > 10.7e9
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=st.integers(1, 600), lead=st.sampled_from([(), (1,), (3,)]), block=st.integers(1, 300))
+def test_unpacking_gives_the_symmetric_matrix_and_its_fortran_triangle(p, lead, block):
+    """Across the mirror's block boundaries and for stacks of triangles: ``unpack_upper``
+    is the symmetric matrix, ``upper_matrix`` its upper triangle in Fortran order (what
+    the solve reads), zero below."""
+    rng = np.random.default_rng(p)
+    m = rng.normal(size=(*lead, p, p))
+    sym = m + np.swapaxes(m, -1, -2)
+    tri = packed.pack_upper(sym)
+    np.testing.assert_array_equal(packed.unpack_upper(tri, block=block), sym)
+    for index in np.ndindex(*lead):
+        upper = packed.upper_matrix(tri[index])
+        assert upper.flags.f_contiguous
+        np.testing.assert_array_equal(upper, np.triu(sym[index]))
