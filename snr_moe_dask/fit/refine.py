@@ -98,12 +98,11 @@ def float32_error(src: dict, k: int, coef, alpha: float, settings: FitSettings) 
     n = float(src["n"][k])
     if alpha <= 0 or n < 1:
         return float("inf")
-    s = stats.full_gram(src["sxx"][k])
+    s = stats.slot_gram(src, k)  # the upper triangle
     scale = np.ones(len(s))
     if settings.standardize:
         scale = feature_scale(np.diag(s), n)
-        s /= np.outer(scale, scale)
-    column = np.sqrt(np.einsum("ij,ij->j", s, s))  # ||S e_j||
+    column = stats.column_norms(s, scale)  # ||S e_j|| of the (scaled) Gram matrix
     beta = coef * scale[:, None]  # (P, T), the coefficients the penalty sees
     rows = min(n, PRODUCT_ROWS)
     eps = float(np.finfo(np.float32).eps) / 2

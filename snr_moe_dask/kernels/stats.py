@@ -99,6 +99,32 @@ def full_gram(sxx: np.ndarray) -> np.ndarray:
     return upper + np.triu(upper, 1).T
 
 
+def column_norms(upper: np.ndarray, scale: np.ndarray | None = None, block: int = 512):
+    """The norm of each column, ``||S e_j||``, of the symmetric matrix S whose upper
+    triangle ``upper`` holds (as :func:`slot_gram` returns it; what lies below the
+    diagonal is not read), divided first by ``outer(scale, scale)`` when given.
+
+    Read a block of columns of the triangle at a time, so no full symmetric copy
+    is made: entry (i, j), i < j, adds its square to columns j and i.
+    """
+    p = upper.shape[0]
+    if scale is not None:
+        inv = 1.0 / np.asarray(scale, dtype=np.float64)
+    squares = np.zeros(p)
+    for j0 in range(0, p, block):
+        j1 = min(j0 + block, p)
+        above = upper[:j0, j0:j1]  # strictly above the diagonal: a view
+        diagonal = np.triu(upper[j0:j1, j0:j1])
+        if scale is not None:
+            above = above * np.outer(inv[:j0], inv[j0:j1])
+            diagonal *= np.outer(inv[j0:j1], inv[j0:j1])
+        squares[j0:j1] += np.einsum("ij,ij->j", above, above)
+        squares[:j0] += np.einsum("ij,ij->i", above, above)
+        d2 = diagonal * diagonal
+        squares[j0:j1] += d2.sum(axis=0) + d2.sum(axis=1) - np.diagonal(d2)
+    return np.sqrt(squares)
+
+
 def is_packed(acc: dict) -> bool:
     """Whether ``acc`` keeps its Gram matrices as packed triangles."""
     return np.ndim(acc["sxx"]) == 2

@@ -106,3 +106,20 @@ def test_unpacking_gives_the_symmetric_matrix_and_its_fortran_triangle(p, lead, 
         upper = packed.upper_matrix(tri[index])
         assert upper.flags.f_contiguous
         np.testing.assert_array_equal(upper, np.triu(sym[index]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=st.integers(1, 700), block=st.integers(1, 600), scaled=st.booleans())
+def test_column_norms_read_only_the_triangle(p, block, scaled):
+    """``column_norms`` of a kept triangle (NaN below the diagonal, never read) are
+    numpy's column norms of the symmetric matrix, scaled as the error estimate does."""
+    rng = np.random.default_rng(p)
+    m = rng.normal(size=(p, p))
+    sym = m + m.T
+    scale = rng.uniform(0.5, 2.0, p) if scaled else None
+    upper = np.asfortranarray(np.triu(sym))
+    upper[np.tril_indices(p, -1)] = np.nan
+    ref = sym if scale is None else sym / np.outer(scale, scale)
+    np.testing.assert_allclose(
+        stats.column_norms(upper, scale, block=block), np.linalg.norm(ref, axis=0), rtol=1e-12
+    )
