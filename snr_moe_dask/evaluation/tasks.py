@@ -9,10 +9,10 @@ neither xarray nor scikit-learn.
 from __future__ import annotations
 
 import numpy as np
-import zarr
 
 from ..kernels import metrics as M
 from ..predict.tasks import predict_block
+from ..store.blocks import write_rows
 
 
 def evaluate_chunk(chunk, params: dict) -> dict[str, np.ndarray]:
@@ -126,11 +126,7 @@ def write_and_summarize(
     """Evaluate one chunk, write it into ``predictions.zarr`` and return its summary
     (graph task: the predictions never leave the worker)."""
     block = evaluate_chunk(chunk, params)
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
-    stop = start + len(block["y_true"])
-    for name in names:
-        # Every chunk is written, fill values too: a store the tool writes is complete.
-        group[name].with_config({"write_empty_chunks": True})[start:stop] = block[name]
+    write_rows(path, start, {name: block[name] for name in names})
     return chunk_summary(block, params, *summary_args)
 
 

@@ -8,9 +8,9 @@ never xarray, pandas or scikit-learn: the labels were read on the client.
 from __future__ import annotations
 
 import numpy as np
-import zarr
 
 from ..kernels.snr import find_bad_pixels
+from ..store import blocks
 from .noise import fill_nan_errors, noisy_flux, true_snr
 from .resample import resample
 
@@ -71,11 +71,8 @@ def ingest_chunk(path: str, start: int, pieces: list, files: list, spec: dict) -
 
 def write_rows(path: str, start: int, block: dict, has_mask: bool) -> None:
     """Write ``flux``, ``error``, ``snr`` (and ``mask``) rows into the store's region."""
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
-    stop = start + len(block["flux"])
-    for name in ("flux", "error", "snr", *(("mask",) if has_mask else ())):
-        # Every chunk is written, fill values too: a store the tool writes is complete.
-        group[name].with_config({"write_empty_chunks": True})[start:stop] = block[name]
+    names = ("flux", "error", "snr", *(("mask",) if has_mask else ()))
+    blocks.write_rows(path, start, {name: block[name] for name in names})
 
 
 def read_pfsspec(source, a: int, b: int, row: int, spec: dict) -> dict:

@@ -8,7 +8,6 @@ xarray nor scikit-learn.
 from __future__ import annotations
 
 import numpy as np
-import zarr
 
 from ..kernels.binning import NO_BIN
 from ..kernels.calibration import routed_sigma, routed_variance, soft_scale
@@ -18,6 +17,7 @@ from ..kernels.gate_features import base_names, gate_matrix, parse_features
 from ..kernels.mixture import expert_predictions, routed_predictions
 from ..kernels.snr import find_bad_pixels, snr_statistics
 from ..kernels.variables import is_derived, routed_variable, spectrum_values
+from ..store.blocks import write_rows
 
 KEY_ROUTINGS = ("oracle", "observed")
 
@@ -216,10 +216,7 @@ def predict_and_write(chunk, path: str, start: int, params: dict) -> dict:
         out[f"{name}_err"] = np.where(none, np.nan, err[:, j])
     if "gate_p" in block:
         out["gate_p"] = block["gate_p"]
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
-    for name, value in out.items():
-        # Every chunk is written, fill values too: a store the tool writes is complete.
-        group[name].with_config({"write_empty_chunks": True})[start : start + len(flux)] = value
+    write_rows(path, start, out)
     n_experts = params["coef"].shape[0]
     return {
         "n": np.array([len(flux)]),

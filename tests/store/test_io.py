@@ -169,3 +169,23 @@ print(float(rows["flux"][-1].sum()))
     assert done.stdout == ""
     with pytest.raises(StoreError, match=r"flux.*c/0/0"):
         StoreRows(str(path), 0, 150, ("logg",), True, False).read()
+
+
+def test_write_rows_writes_every_array_and_every_chunk_even_of_fill_values(tmp_path):
+    """One block of rows into arrays of several shapes and dtypes at once; a block of
+    fill values is written too (a store the tool writes has no missing chunk)."""
+    import zarr
+
+    from snr_moe_dask.store.blocks import write_rows
+
+    group = zarr.open_group(tmp_path / "p.zarr", mode="w", zarr_format=3)
+    group.create_array("y", shape=(10,), chunks=(4,), dtype="f8", fill_value=0.0)
+    group.create_array("p", shape=(10, 3), chunks=(4, 3), dtype="f4", fill_value=0.0)
+    group.create_array("flag", shape=(10,), chunks=(4,), dtype="i4", fill_value=0)
+    rng = np.random.default_rng(0)
+    y, p = rng.normal(size=4), rng.random((4, 3)).astype(np.float32)
+    write_rows(str(tmp_path / "p.zarr"), 4, {"y": y, "p": p, "flag": np.zeros(4, np.int32)})
+    np.testing.assert_array_equal(group["y"][4:8], y)
+    np.testing.assert_array_equal(group["p"][4:8], p)
+    assert (tmp_path / "p.zarr" / "flag" / "c" / "1").is_file()  # zeros, written all the same
+    assert not (tmp_path / "p.zarr" / "y" / "c" / "0").exists()  # rows not written stay absent
