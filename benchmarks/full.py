@@ -8,7 +8,7 @@
    training store;
 2. the product floor: ``--product-factor`` (10) times numpy's float32 ``X.T @
    X`` of ``--product-rows`` (100,000) x the store's pixels, in memory, on all
-   cores (best of up to 5 runs), the FLOPs a 1M fit cannot avoid;
+   cores (best of at least 2 and up to 5 runs), the FLOPs a 1M fit cannot avoid;
 3. ``snr-moe run CONFIG --out DIR --overwrite`` as a user runs it, in a child
    process: its wall time, process and cluster start-up included, the fit and
    evaluation times it records, and the peak of the summed RSS of its process

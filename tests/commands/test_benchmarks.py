@@ -250,3 +250,26 @@ def test_the_product_floor_is_the_factor_times_numpys_best_time(monkeypatch):
     monkeypatch.setattr(full, "measure_numpy", lambda x: {"seconds": 1.5, "shape": x.shape})
     floor = full.product_floor(300, 16, 10.0)
     assert floor["floor_s"] == 15.0 and floor["shape"] == (300, 16) and floor["factor"] == 10.0
+
+
+def test_the_cli_fit_is_timed_on_our_store_and_on_a_plain_xarray_copy(tiny_run, tmp_path):
+    """``benchmarks.cli``: the xarray copy is compressed with zarr's default (zstd), holds
+    the same data, and both ``snr-moe fit`` runs and numpy's product are recorded."""
+    import numpy as np
+    import xarray as xr
+
+    cli = importlib.import_module("benchmarks.cli")
+    store = tmp_path / "train.zarr"
+    source = next(tiny_run[2].glob("train-n600-*.zarr"))
+    xr.open_zarr(source, consolidated=False).to_zarr(store, zarr_format=3, consolidated=False)
+    copy = cli.xarray_copy(store)
+    assert "zstd" in cli.codecs(copy) and "zstd" not in cli.codecs(store)
+    a, b = (xr.open_zarr(s, consolidated=False) for s in (store, copy))
+    np.testing.assert_array_equal(a["flux"].values, b["flux"].values)
+    out = tmp_path / "cli.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["--store", str(store), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [f["store"] for f in result["fits"]] == [str(store), str(copy)]
+    assert all(f["wall_s"] > f["fit_timings"]["total"] > 0 for f in result["fits"])
+    assert result["numpy"]["seconds"] > 0 and len(result["numpy"]["repeats"]) >= 2
