@@ -7,7 +7,7 @@ the critical path of every command. The tasks need only numpy, scipy and zarr.
 The rule, per folder: ``kernels/``, every ``*/tasks.py``, the fit's finalize
 tasks (``fit/solve.py``, ``fit/gating.py``: the gate imports scikit-learn when
 it runs, never at import) and the store's
-worker modules (``store/rows.py``, ``store/outputs.py``,
+worker modules (``store/rows.py``, ``store/blocks.py``, ``store/outputs.py``,
 ``store/checkpoint.py``) import none of those modules at import time; and
 running the tasks, checkpoint tasks included, imports none of them.
 """
@@ -29,7 +29,7 @@ WORKER_MODULES = sorted(
     [p for p in (PACKAGE / "kernels").glob("*.py")]
     + list(PACKAGE.glob("*/tasks.py"))
     + [PACKAGE / "fit" / name for name in ("solve.py", "gating.py")]
-    + [PACKAGE / "store" / name for name in ("rows.py", "outputs.py", "checkpoint.py")]
+    + [PACKAGE / "store" / name for name in ("rows.py", "blocks.py", "outputs.py", "checkpoint.py")]
 )
 
 IMPORT_ONE = """
