@@ -99,11 +99,9 @@ def float32_error(src: dict, k: int, coef, alpha: float, settings: FitSettings) 
     if alpha <= 0 or n < 1:
         return float("inf")
     s = stats.slot_gram(src, k)  # the upper triangle
-    scale = np.ones(len(s))
-    if settings.standardize:
-        scale = feature_scale(np.diag(s), n)
+    scale = feature_scale(np.diag(s), n) if settings.standardize else None
     column = stats.column_norms(s, scale)  # ||S e_j|| of the (scaled) Gram matrix
-    beta = coef * scale[:, None]  # (P, T), the coefficients the penalty sees
+    beta = coef if scale is None else coef * scale[:, None]  # (P, T): what the penalty sees
     rows = min(n, PRODUCT_ROWS)
     eps = float(np.finfo(np.float32).eps) / 2
     bound = eps * np.sqrt(rows / 3) * np.sqrt(np.einsum("pt,p->t", beta**2, column**2))
