@@ -23,16 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
-from .harness import PeakRSS, blas_summary, describe_machine, measure_numpy, process_tree
+from .full import run_snr_moe
+from .harness import blas_summary, describe_machine, measure_numpy
 from .kernel import describe_kernels
 
 DEFAULT_STORE = "data/bench/train-n100000-p4096-c4096-s42.zarr"
@@ -63,40 +61,20 @@ def codecs(store: Path) -> list[str]:
 
 def time_fit(store: Path, work: Path) -> dict:
     """Wall time and summed peak RSS of ``snr-moe fit`` on ``store``, in a child."""
-    model = work / (store.stem + "-model.zarr")
-    argv = [
-        sys.executable,
-        "-m",
-        "snr_moe_dask.cli",
-        "fit",
-        str(store),
-        "--model",
-        str(model),
-        "--overwrite",
-        "--workers",
-        "2",
-        "--threads-per-worker",
-        "1",
-        "--quiet",
-    ]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root = psutil.Process(proc.pid)
-    with PeakRSS(lambda: process_tree(root), interval=0.5) as mem:
-        output, _ = proc.communicate()
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"snr-moe fit failed ({proc.returncode}):\n{output}")
     from snr_moe_dask.model import load_model
 
-    fitted = load_model(model)
+    model = work / (store.stem + "-model.zarr")
+    child = run_snr_moe(
+        "fit", str(store), "--model", str(model), "--overwrite",
+        "--workers", "2", "--threads-per-worker", "1", "--quiet",
+    )  # fmt: skip
     return {
-        "command": " ".join(["snr-moe", *argv[3:]]),
+        "command": child["command"],
         "store": str(store),
         "codecs": codecs(store),
-        "wall_s": wall,
-        "fit_timings": fitted.timings_,
-        "peak_rss_mb": mem.peak / 1e6,
+        "wall_s": child["wall_s"],
+        "fit_timings": load_model(model).timings_,
+        "peak_rss_mb": child["peak_rss_mb"],
     }
 
 

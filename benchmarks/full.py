@@ -82,9 +82,11 @@ def product_floor(rows: int, pixels: int, factor: float) -> dict:
     return {**result, "rows": rows, "factor": factor, "floor_s": factor * result["seconds"]}
 
 
-def run_command(config: str, out: str) -> dict:
-    """``snr-moe run CONFIG --out OUT --overwrite`` in a child; wall time and memory."""
-    argv = [sys.executable, "-m", "snr_moe_dask.cli", "run", config, "--out", out, "--overwrite"]
+def run_snr_moe(*args: str) -> dict:
+    """``snr-moe ARGS`` in a child process: its command line, wall time, printed
+    output and the peak of its process tree's summed RSS (MB). A failure stops the
+    benchmark with the child's output."""
+    argv = [sys.executable, "-m", "snr_moe_dask.cli", *args]
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     root = psutil.Process(proc.pid)
@@ -92,14 +94,25 @@ def run_command(config: str, out: str) -> dict:
         output, _ = proc.communicate()
     wall = time.perf_counter() - t0
     if proc.returncode:
-        raise SystemExit(f"snr-moe run failed ({proc.returncode}):\n{output}")
+        raise SystemExit(f"snr-moe {args[0]} failed ({proc.returncode}):\n{output}")
+    return {
+        "command": " ".join(["snr-moe", *args]),
+        "wall_s": wall,
+        "output": output,
+        "peak_rss_mb": mem.peak / 1e6,
+    }
+
+
+def run_command(config: str, out: str) -> dict:
+    """``snr-moe run CONFIG --out OUT --overwrite`` in a child; wall time and memory."""
+    child = run_snr_moe("run", config, "--out", out, "--overwrite")
     metrics = json.loads((Path(out) / "metrics.json").read_text())
     return {
-        "command": " ".join(["snr-moe", *argv[3:]]),
-        "wall_s": wall,
+        "command": child["command"],
+        "wall_s": child["wall_s"],
         "timings": metrics.get("timings", {}),
-        "peak_rss_mb": mem.peak / 1e6,
-        "output": output.splitlines()[-12:],
+        "peak_rss_mb": child["peak_rss_mb"],
+        "output": child["output"].splitlines()[-12:],
         "r2": {k: metrics["overall"].get(k) for k in ("r2_global", "r2_moe", "delta_r2")},
     }
 

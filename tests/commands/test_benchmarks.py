@@ -271,5 +271,9 @@ def test_the_cli_fit_is_timed_on_our_store_and_on_a_plain_xarray_copy(tiny_run, 
         assert cli.main(["--store", str(store), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert [f["store"] for f in result["fits"]] == [str(store), str(copy)]
-    assert all(f["wall_s"] > f["fit_timings"]["total"] > 0 for f in result["fits"])
-    assert result["numpy"]["seconds"] > 0 and len(result["numpy"]["repeats"]) >= 2
+    for fit in result["fits"]:  # recorded, not judged: the numbers depend on the machine
+        assert {"wall_s", "peak_rss_mb", "over_numpy"} <= set(fit)
+        assert {"pass", "solve", "total"} <= set(fit["fit_timings"])
+        assert fit["command"].startswith("snr-moe fit " + fit["store"])
+    assert len(result["numpy"]["repeats"]) >= 2  # the limit is the best of at least 2 runs
+    assert result["numpy"]["seconds"] == min(result["numpy"]["repeats"])
