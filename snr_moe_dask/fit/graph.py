@@ -17,7 +17,6 @@ Everything stays in the task graph, so Dask can recompute a lost piece.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +96,7 @@ def run_fit(
     pooled = dask.delayed(pool_experts, pure=True)(total, settings, choice)
     solved = dask.delayed(solve_experts, pure=True)(total, settings, cv, choice, pooled)
     if settings.refine:
-        order = reread_order(len(source.chunks), partitions)
-        solved = refinement_graph(pooled, solved, source, settings, total, order)
+        solved = refinement_graph(pooled, solved, source, settings, total)
     gate = dask.delayed(train_gate, pure=True)(total, settings, choice) if settings.gate else None
     tasks = [solved, calibration_graph(source, total, pooled, solved, gate, settings)]
     if gate is not None:
@@ -175,47 +173,29 @@ def default_partitions() -> int:
 REFINE_ROUNDS = 3  # at most; a round no expert needs reads nothing
 
 
-def refinement_graph(pooled, solved, source: Source, settings: FitSettings, total, order=None):
+def refinement_graph(pooled, solved, source: Source, settings: FitSettings, total):
     """Refinement rounds, each one more read of every chunk: each expert's exact
     residual sums, merged pairwise, then one refinement step on the worker holding
     the statistics (``pooled``, one slot per expert). A round after the first
     reads the chunks only if some expert's estimated error is still above the
     tolerance (ill-conditioned experts). The chunk tasks take each spectrum's
-    cell from the pass (``total``'s records). ``order``: the chunks in the order
-    to read them (:func:`reread_order`; default the store's)."""
+    cell from the pass (``total``'s records)."""
     token = dask.base.tokenize(source.token(), settings, "refine")
     records = dask.delayed(chunk_records, pure=True)(total, dask_key_name=f"records-{token}")
-    order = range(len(source.chunks)) if order is None else order
     for round_ in range(REFINE_ROUNDS):
         name = f"{token}-{round_}"
         coefs = dask.delayed(refine_inputs, pure=True)(solved, dask_key_name=f"coefs-{name}")
-        parts = []
-        for rank, i in enumerate(order):
-            with dask.annotate(priority=len(order) - rank):  # higher runs first
-                parts.append(
-                    dask.delayed(refine_chunk, pure=True)(
-                        source.chunks[i],
-                        i,
-                        records,
-                        coefs,
-                        settings,
-                        dask_key_name=f"refine-{name}-{i}",
-                    )
-                )
+        parts = [
+            dask.delayed(refine_chunk, pure=True)(
+                chunk, i, records, coefs, settings, dask_key_name=f"refine-{name}-{i}"
+            )
+            for i, chunk in enumerate(source.chunks)
+        ]
         sums = pairwise_tree(parts, merge_refine, f"merge-refine-{name}")
         solved = dask.delayed(refine_solution, pure=True)(
             pooled, solved, sums, settings, dask_key_name=f"refined-{name}"
         )
     return solved
-
-
-def reread_order(n_chunks: int, partitions: int) -> list[int]:
-    """The chunks in the order a read after the pass takes them: each fold chain's
-    from its last back, the chains interleaved, so the chunks the pass read last
-    (the likeliest still in the page cache when a store is larger than memory)
-    come first."""
-    runs = [list(reversed(run)) for run in split_partitions(n_chunks, partitions)]
-    return [i for group in itertools.zip_longest(*runs) for i in group if i is not None]
 
 
 def split_partitions(n_chunks: int, partitions: int) -> list[range]:

@@ -6,11 +6,8 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from sklearn.linear_model import Ridge
 
-from snr_moe_dask.fit.graph import reread_order, split_partitions
 from snr_moe_dask.model import SNRBinnedRidge
 
 ONE_BIN = {"routing": "observed", "bins": [1e30], "bin_names": ["A", "B"], "gate": False}
@@ -137,17 +134,3 @@ def test_refinement_reads_only_the_flux_of_chunks_the_pass_found_clean(tmp_path,
     np.testing.assert_allclose(
         xd @ a.coef_[0] + a.intercept_[0], xd @ b.coef_[0] + b.intercept_[0], atol=1e-6 * y.std()
     )
-
-
-@settings(max_examples=60, deadline=None)
-@given(n_chunks=st.integers(1, 300), partitions=st.integers(1, 9))
-def test_the_refinement_reads_each_chain_from_its_last_chunk_back(n_chunks, partitions):
-    """Every chunk once; the chains' last chunks (the pass's most recent reads, the
-    likeliest in the page cache) first; each chain's chunks in decreasing order."""
-    order = reread_order(n_chunks, partitions)
-    assert sorted(order) == list(range(n_chunks))
-    runs = split_partitions(n_chunks, partitions)
-    assert sorted(order[: len(runs)]) == sorted(run[-1] for run in runs)
-    for run in runs:
-        mine = [i for i in order if i in run]
-        assert mine == sorted(run, reverse=True)
