@@ -37,21 +37,19 @@ def expert_system(solved: dict) -> dict:
     return {key: solved[key] for key in keys}
 
 
-def factor_expert(pooled: dict, system: dict, settings: FitSettings, e: int) -> dict | None:
+def factor_expert(piece: dict | None, system: dict, settings: FitSettings, e: int) -> dict | None:
     """Expert ``e``'s factor for its hat-matrix diagonal (graph task); None for an
     expert served by the global model (it shares the global model's errors).
 
-    ``pooled`` holds one slot per expert (:func:`snr_moe_dask.fit.tasks.pool_experts`).
+    ``piece`` holds the expert's statistics in one slot
+    (:func:`snr_moe_dask.fit.solve.expert_piece`).
     """
-    if e >= len(system["experts"]) or system["experts"][e] in system["fallback"]:
+    if piece is None or e >= len(system["experts"]) or system["experts"][e] in system["fallback"]:
         return None  # not an expert of the solve (a search chose fewer), or a fallback
     t0 = time.perf_counter()
-    src, k = pooled, e - 1
-    if e == 0:
-        src, k = stats.total_stats(src), 0
     factor = factor_system(
-        stats.slot_gram(src, k),
-        src["n"][k],
+        stats.slot_gram(piece, 0),
+        piece["n"][0],
         float(system["alpha"][e]),
         standardize=settings.standardize,
     )

@@ -38,9 +38,9 @@ from .calibrate import (
     fit_calibration,
 )
 from .gating import train_gate
-from .refine import merge_refine, refine_chunk, refine_inputs, refine_solution
+from .refine import merge_refine, refine_chunk, refine_expert, refine_inputs, refine_solution
 from .settings import FitSettings
-from .solve import choose_cells, solve_experts
+from .solve import assemble_solution, choose_cells, expert_piece, solve_expert, solve_plan
 from .tasks import chunk_records, fold, merge_partials, merge_piece, pool_experts, slot_piece
 
 
@@ -79,7 +79,7 @@ def run_fit(
 ) -> tuple[dict, dict | None, FitRecord]:
     """Run the whole fit on the current cluster: the pass, then the solve.
 
-    Returns :func:`~snr_moe_dask.fit.tasks.solve_experts`' result (with
+    Returns :func:`~snr_moe_dask.fit.solve.assemble_solution`'s result (with
     ``pass_seconds``), the trained gate (or None) and the :class:`FitRecord`.
     """
     t0 = time.perf_counter()
@@ -94,11 +94,11 @@ def run_fit(
         choice = dask.delayed(choose_cells, pure=True)(total, settings)
     cv = None if settings.search else cv_graph(total, settings)
     pooled = dask.delayed(pool_experts, pure=True)(total, settings, choice)
-    solved = dask.delayed(solve_experts, pure=True)(total, settings, cv, choice, pooled)
+    pieces, solved = solve_graph(total, pooled, settings, cv, choice)
     if settings.refine:
-        solved = refinement_graph(pooled, solved, source, settings, total)
+        solved = refinement_graph(pieces, solved, source, settings, total)
     gate = dask.delayed(train_gate, pure=True)(total, settings, choice) if settings.gate else None
-    tasks = [solved, calibration_graph(source, total, pooled, solved, gate, settings)]
+    tasks = [solved, calibration_graph(source, total, pieces, solved, gate, settings)]
     if gate is not None:
         tasks.append(gate)
     solved, calibration, *gate = run_graph(
@@ -118,7 +118,46 @@ def run_fit(
     return solved, (gate[0] if gate else None), record
 
 
-def calibration_graph(source: Source, total, pooled, solve, gate, settings: FitSettings):
+def solve_graph(total, pooled, settings: FitSettings, cv, choice):
+    """The solve: one plan task, then per expert a task taking its statistics out of
+    the pooled ones (:func:`~snr_moe_dask.fit.solve.expert_piece`) and a task
+    solving it (:func:`~snr_moe_dask.fit.solve.solve_expert`), then one task
+    assembling the solution where the merged accumulator is.
+
+    The experts' solves depend only on their own statistics, so the scheduler
+    spreads them over the workers. With a search the experts are chosen by it:
+    at most one per fine cell, so the graph has a task for each (a task beyond
+    the chosen experts returns None).
+
+    Returns
+    -------
+    pieces : list of dask.delayed.Delayed
+        Each expert's statistics, one slot (for the refinement and the calibration).
+    solved : dask.delayed.Delayed
+        :func:`~snr_moe_dask.fit.solve.assemble_solution`'s result.
+    """
+    token = dask.base.tokenize(total, pooled, settings, cv, choice)
+    plan = dask.delayed(solve_plan, pure=True)(
+        total, settings, cv, choice, pooled, dask_key_name=f"plan-{token}"
+    )
+    pieces, parts = [], []
+    for e in range(1 + settings.n_bins):
+        piece = dask.delayed(expert_piece, pure=True)(
+            pooled, e, dask_key_name=f"expert_piece-{token}-{e}"
+        )
+        pieces.append(piece)
+        parts.append(
+            dask.delayed(solve_expert, pure=True)(
+                piece, e, plan, settings, dask_key_name=f"solve_expert-{token}-{e}"
+            )
+        )
+    solved = dask.delayed(assemble_solution, pure=True)(
+        total, plan, parts, choice, dask_key_name=f"solve_experts-{token}"
+    )
+    return pieces, solved
+
+
+def calibration_graph(source: Source, total, pieces, solve, gate, settings: FitSettings):
     """The error model (a delayed dict, or None without calibration): one factor task
     per expert, one task per sampled training chunk (read again), one finalize.
 
@@ -137,10 +176,9 @@ def calibration_graph(source: Source, total, pooled, solve, gate, settings: FitS
     )
     factors = [
         dask.delayed(factor_expert, pure=True)(
-            pooled, system, settings, e, dask_key_name=f"factor-{token}-{e}"
+            piece, system, settings, e, dask_key_name=f"factor-{token}-{e}"
         )
-        # With a search the experts are chosen by the solve: at most one per fine cell.
-        for e in range(1 + settings.n_bins)
+        for e, piece in enumerate(pieces)
     ]
     parts = [
         dask.delayed(calibration_chunk, pure=True)(
@@ -173,10 +211,11 @@ def default_partitions() -> int:
 REFINE_ROUNDS = 3  # at most; a round no expert needs reads nothing
 
 
-def refinement_graph(pooled, solved, source: Source, settings: FitSettings, total):
+def refinement_graph(pieces, solved, source: Source, settings: FitSettings, total):
     """Refinement rounds, each one more read of every chunk: each expert's exact
-    residual sums, merged pairwise, then one refinement step on the worker holding
-    the statistics (``pooled``, one slot per expert). A round after the first
+    residual sums, merged pairwise, then one refinement step per expert (in
+    parallel, each from its own statistics: ``pieces``, from :func:`solve_graph`)
+    and one task putting them together. A round after the first
     reads the chunks only if some expert's estimated error is still above the
     tolerance (ill-conditioned experts). The chunk tasks take each spectrum's
     cell from the pass (``total``'s records)."""
@@ -192,8 +231,14 @@ def refinement_graph(pooled, solved, source: Source, settings: FitSettings, tota
             for i, chunk in enumerate(source.chunks)
         ]
         sums = pairwise_tree(parts, merge_refine, f"merge-refine-{name}")
+        steps = [
+            dask.delayed(refine_expert, pure=True)(
+                piece, coefs, sums, settings, e, dask_key_name=f"refine_expert-{name}-{e}"
+            )
+            for e, piece in enumerate(pieces)
+        ]
         solved = dask.delayed(refine_solution, pure=True)(
-            pooled, solved, sums, settings, dask_key_name=f"refined-{name}"
+            solved, steps, sums, dask_key_name=f"refined-{name}"
         )
     return solved
 

@@ -130,6 +130,9 @@ def refine_inputs(solved: dict) -> dict:
         "intercept": solved["intercept"],
         "refine": refine,
         "cell_map": solved["cell_map"],
+        "alpha": solved["alpha"],
+        "experts": solved["experts"],
+        "accuracy": done,
     }
 
 
@@ -138,46 +141,62 @@ def merge_refine(a: dict, b: dict) -> dict:
     return {key: a[key] + b[key] for key in a}
 
 
-def refine_solution(pooled: dict, solved: dict, sums: dict, settings: FitSettings) -> dict:
-    """One step of iterative refinement for every expert the solve fitted (graph task).
+def refine_expert(piece: dict | None, coefs: dict, sums: dict, settings: FitSettings, e: int):
+    """One step of iterative refinement of expert ``e`` (graph task).
 
-    Each step solves with the same float32-product statistics as the solve; the
-    right-hand side is the exact float64 residual. ``accuracy`` records, per
-    expert, the size of the correction in units of the target's spread (what
-    the float32 solution was off by) and the estimated error left after it.
-    ``pooled`` holds one slot per expert (:func:`snr_moe_dask.fit.tasks.pool_experts`).
+    The step solves with the same float32-product statistics as the solve
+    (``piece``, the expert's one slot: :func:`snr_moe_dask.fit.solve.expert_piece`);
+    the right-hand side is the exact float64 residual. Returns None for an
+    expert this round does not refine (a fallback, one accurate already, or
+    none at all beyond the experts); otherwise ``coef``, ``intercept``,
+    ``accuracy`` (see :func:`refine_solution`) and ``start`` (wall clock).
     """
-    t0 = time.perf_counter()
-    acc = pooled
-    sources = [(stats.total_stats(acc), 0)] + [(acc, k) for k in range(acc["n"].size)]
+    if piece is None or e >= len(coefs["experts"]) or not coefs["refine"][e]:
+        return None
+    start, name = time.time(), coefs["experts"][e]
+    n, mean_x, mean_y = piece["n"][0], piece["mean_x"][0], piece["mean_y"][0]
+    sxx = stats.slot_gram(piece, 0)
+    coef, alpha = coefs["coef"][e], float(coefs["alpha"][e])
+    scale = feature_scale(np.diag(sxx), n) if settings.standardize else np.ones(len(mean_x))
+    rhs = sums["xr"][e] - np.outer(mean_x, sums["r"][e]) - alpha * (scale**2)[:, None] * coef
+    step, _, _ = solve_ridge(
+        n, mean_x, np.zeros_like(mean_y), sxx, rhs, alpha, standardize=settings.standardize
+    )
+    refined = coef + step
+    quad = np.einsum("pt,pt->t", step, stats.gram_times(piece, 0, step))
+    return {
+        "coef": refined,
+        "intercept": mean_y - mean_x @ refined,
+        "accuracy": _accuracy(step, coef, quad, n, piece["syy"][0], coefs["accuracy"].get(name)),
+        "start": start,
+    }
+
+
+def refine_solution(solved: dict, parts: list, sums: dict) -> dict:
+    """The solution after one refinement round: each refined expert's
+    :func:`refine_expert` part in place of its coefficients (graph task).
+
+    ``accuracy`` records, per expert, the size of the correction in units of
+    the target's spread (what the float32 solution was off by) and the
+    estimated error left after it.
+    """
+    t0 = time.time()
     out = {**solved, "coef": solved["coef"].copy(), "intercept": solved["intercept"].copy()}
     accuracy = dict(solved.get("accuracy", {}))
-    todo = refine_inputs(solved)["refine"]
-    for e, (src, k) in enumerate(sources):
-        name = solved["experts"][e]
-        if not todo[e]:
-            continue
-        n, mean_x, mean_y = src["n"][k], src["mean_x"][k], src["mean_y"][k]
-        sxx = stats.slot_gram(src, k)
-        coef, alpha = out["coef"][e], float(solved["alpha"][e])
-        scale = feature_scale(np.diag(sxx), n) if settings.standardize else np.ones(len(mean_x))
-        rhs = sums["xr"][e] - np.outer(mean_x, sums["r"][e]) - alpha * (scale**2)[:, None] * coef
-        step, _, _ = solve_ridge(
-            n, mean_x, np.zeros_like(mean_y), sxx, rhs, alpha, standardize=settings.standardize
-        )
-        out["coef"][e] = coef + step
-        out["intercept"][e] = mean_y - mean_x @ out["coef"][e]
-        quad = np.einsum("pt,pt->t", step, stats.gram_times(src, k, step))
-        accuracy[name] = _accuracy(step, coef, quad, n, src["syy"][k], accuracy.get(name))
+    done = [(e, part) for e, part in enumerate(parts[: len(solved["experts"])]) if part]
+    for e, part in done:
+        out["coef"][e], out["intercept"][e] = part["coef"], part["intercept"]
+        accuracy[solved["experts"][e]] = part["accuracy"]
     for e, name in enumerate(solved["experts"]):
         if name in solved["fallback"]:
             out["coef"][e], out["intercept"][e] = out["coef"][0], out["intercept"][0]
     out["accuracy"] = accuracy
     before = solved.get("refine_seconds", {"reads": 0.0, "solve": 0.0, "rounds": 0})
+    start = min([t0, *(part["start"] for _, part in done)])
     out["refine_seconds"] = {
         "reads": before["reads"] + float(sums["seconds"]),
-        "solve": before["solve"] + time.perf_counter() - t0,
-        "rounds": before["rounds"] + int(todo.any()),
+        "solve": before["solve"] + time.time() - start,
+        "rounds": before["rounds"] + int(bool(done)),
     }
     return out
 

@@ -122,10 +122,14 @@ def solve_experts(
     choice: dict | None = None,
     pooled: dict | None = None,
 ) -> dict:
-    """Solve the global model and each expert from the merged statistics (graph task).
+    """Solve the global model and each expert from the merged statistics, one after
+    another in one process.
 
-    It runs on the worker that holds the merged accumulator, so only the
-    coefficients and the per-spectrum records travel to the client. With
+    The fit's graph runs the same steps as tasks, the experts in parallel:
+    :func:`solve_plan`, then per expert :func:`expert_piece` and
+    :func:`solve_expert`, then :func:`assemble_solution` on the worker that
+    holds the merged accumulator, so only the coefficients and the
+    per-spectrum records travel to the client. With
     cross-validation (``cv_results`` from
     :func:`snr_moe_dask.fit.graph.cv_graph`), each expert's alpha is the one
     with the lowest mean held-out error, and the fixed-alpha solution is
@@ -141,10 +145,74 @@ def solve_experts(
     dict
         ``coef``, ``intercept``, ``mean_x``, ``experts``, ``keys``, ``n_train``,
         ``alpha``, ``fallback``, ``solver``, ``excluded``, ``cv``, ``snr``,
-        ``route_snr``, ``digest``, ``search`` and ``seconds`` (time spent solving).
+        ``route_snr``, ``digest``, ``search`` and ``seconds`` (the solve's wall
+        time).
     """
-    t0 = time.perf_counter()
-    raw, names, keys = acc, list(settings.names), list(settings.keys)
+    t0 = time.time()
+    if pooled is None:
+        pooled = expert_stats(acc, settings, cell_to_expert(settings, choice))
+    plan = solve_plan(acc, settings, cv_results, choice, pooled)
+    parts = [
+        solve_expert(expert_piece(pooled, e), e, plan, settings)
+        for e in range(len(plan["experts"]))
+    ]
+    return assemble_solution(acc, plan, parts, choice, t0)
+
+
+def assemble_solution(
+    acc: dict, plan: dict, parts: list, choice: dict | None = None, t0: float | None = None
+) -> dict:
+    """The solution of every expert from their :func:`solve_expert` parts (graph
+    task; see :func:`solve_experts` for what it holds). ``seconds`` is the solve's
+    wall time, from the first part's start (or ``t0``)."""
+    parts = parts[: len(plan["experts"])]
+    experts, cv = plan["experts"], None if plan["cv"] is None else dict(plan["cv"])
+    solved = parts[0]  # the global model is always solved
+    out = _empty_solution(experts, *solved["coef"].shape, cv)
+    for e, part in enumerate(parts):
+        if "fallback" in part:
+            out["fallback"][experts[e]] = part["fallback"]
+            _copy_global(out, cv, e)
+            continue
+        for key in ("coef", "intercept", "mean_x"):
+            out[key][e] = part[key]
+        if cv:
+            cv["coef_fixed"][e] = part["coef_fixed"]
+            cv["intercept_fixed"][e] = part["intercept_fixed"]
+        out["solver"][experts[e]] = part["info"]
+        if part["estimate"] is not None:
+            out["estimate"][experts[e]] = part["estimate"]
+    start = min(p["start"] for p in parts) if t0 is None else t0
+    out.update(
+        alpha=plan["alphas"],
+        keys=plan["keys"],
+        n_train=plan["n_train"].astype(np.int64),
+        excluded=_excluded(acc, plan["names"], choice, plan["keys"]),
+        snr=gather(acc, "snr"),
+        digest=gather(acc, "digest"),
+        route_snr=gather(acc, "route_snr") if "route_snr" in acc else gather(acc, "snr"),
+        search=None if choice is None else choice["search"],
+        cell_map=plan["cell_map"],
+        seconds=time.time() - start,
+    )
+    return out
+
+
+def solve_plan(
+    acc: dict,
+    settings: FitSettings,
+    cv_results: list | None,
+    choice: dict | None,
+    pooled: dict,
+) -> dict:
+    """What every expert's solve needs besides its own statistics (graph task): the
+    experts' ``names`` and ``keys`` (``experts`` with the global model first),
+    their ``alphas`` (chosen by CV or the search where they were), the CV
+    record ``cv`` and ``chosen`` alphas, the ``cell_map`` and ``n_train``.
+
+    Raises ValueError when no training spectrum is usable.
+    """
+    names, keys = list(settings.names), list(settings.keys)
     alphas, cv, chosen = np.array(settings.alphas, dtype=np.float64), None, None
     if choice is not None:
         names, keys, cv, chosen = choice["names"], choice["keys"], choice["cv"], choice["chosen"]
@@ -153,41 +221,85 @@ def solve_experts(
         chosen, cv = _cv_choice(cv_results, settings)
         alphas = np.where(np.isfinite(chosen), chosen, alphas)
     cell_map = cell_to_expert(settings, choice)
-    acc = pooled if pooled is not None else expert_stats(acc, settings, cell_map)
-    total = stats.total_stats(acc)
-    n_train = np.array([total["n"][0], *acc["n"]])
+    n_train = np.array([pooled["n"].sum(), *pooled["n"]])
     if n_train[0] < 1:
         raise ValueError(
             "no training spectrum is usable: every spectrum was excluded "
-            f"({_excluded_summary(raw)}); check the store's target and error values, or "
+            f"({_excluded_summary(acc)}); check the store's target and error values, or "
             "raise --max-bad-fraction"
         )
-    experts = [GLOBAL, *names]
-    out = _empty_solution(experts, acc, cv)
-    sources = [(total, 0)] + [(acc, k) for k in range(len(names))]
-    for e, (src, k) in enumerate(sources):
-        if e > 0 and n_train[e] < settings.min_spectra:
-            out["fallback"][experts[e]] = (
-                f"{int(n_train[e])} training spectra < min_spectra {settings.min_spectra}; "
-                "served by the global model"
-            )
-            _copy_global(out, cv, e)
-            continue
-        _solve_expert(out, cv, e, experts[e], src, k, alphas[e], settings)
-        if cv and not np.isfinite(chosen[e]):
-            _note_fixed_alpha(out["solver"][experts[e]], cv["method"])
-    out.update(
-        alpha=alphas,
-        keys=[(name, tuple(edges)) for name, edges in keys],
-        n_train=n_train.astype(np.int64),
-        excluded=_excluded(raw, names, choice, keys),
-        snr=gather(raw, "snr"),
-        digest=gather(raw, "digest"),
-        route_snr=gather(raw, "route_snr") if "route_snr" in raw else gather(raw, "snr"),
-        search=None if choice is None else choice["search"],
-        cell_map=cell_map,
-        seconds=time.perf_counter() - t0,
-    )
+    return {
+        "experts": [GLOBAL, *names],
+        "names": list(names),
+        "keys": [(name, tuple(edges)) for name, edges in keys],
+        "alphas": alphas,
+        "chosen": chosen,
+        "cv": cv,
+        "cell_map": cell_map,
+        "n_train": n_train,
+    }
+
+
+_SLOT_KEYS = ("n", "mean_x", "mean_y", "sxx", "sxy", "syy")
+
+
+def expert_piece(pooled: dict, e: int) -> dict | None:
+    """Expert ``e``'s statistics as a one-slot accumulator (graph task): for the
+    global model (``e`` 0) every slot of ``pooled`` merged, for expert ``e`` slot
+    ``e - 1`` (views); None beyond the experts (a search may choose fewer cells).
+
+    One small task per expert, so each expert's solve moves only its own
+    statistics to the worker that runs it.
+    """
+    if e == 0:
+        return stats.total_stats(pooled)
+    if e > pooled["n"].size:
+        return None
+    return {key: pooled[key][e - 1 : e] for key in _SLOT_KEYS}
+
+
+def solve_expert(piece: dict | None, e: int, plan: dict, settings: FitSettings) -> dict | None:
+    """Solve expert ``e`` from its :func:`expert_piece` (graph task).
+
+    Returns
+    -------
+    dict or None
+        ``coef``, ``intercept``, ``mean_x``, ``info`` (the solver's record),
+        ``estimate`` (the float32 error estimate, None without float32
+        products), with CV ``coef_fixed`` and ``intercept_fixed``, and
+        ``start`` (wall clock); or ``fallback`` (why the global model serves it)
+        and ``start``. None beyond the experts.
+    """
+    if piece is None or e >= len(plan["experts"]):
+        return None
+    start, name, n = time.time(), plan["experts"][e], plan["n_train"][e]
+    if e > 0 and n < settings.min_spectra:
+        reason = (
+            f"{int(n)} training spectra < min_spectra {settings.min_spectra}; "
+            "served by the global model"
+        )
+        return {"fallback": reason, "start": start}
+    alpha, cv = plan["alphas"][e], plan["cv"]
+    gram = stats.slot_gram(piece, 0)
+    problem = (piece["n"][0], piece["mean_x"][0], piece["mean_y"][0], gram, piece["sxy"][0])
+    coef, intercept, info = solve_ridge(*problem, alpha, standardize=settings.standardize)
+    out = {"coef": coef, "intercept": intercept, "mean_x": piece["mean_x"][0], "start": start}
+    if cv:
+        out["coef_fixed"], out["intercept_fixed"], _ = solve_ridge(
+            *problem, cv["alpha_fixed"], standardize=settings.standardize
+        )
+        if not np.isfinite(plan["chosen"][e]):
+            _note_fixed_alpha(info, cv["method"])
+    out["info"] = info
+    out["estimate"] = None
+    if settings.products == "float32":
+        out["estimate"] = float32_error(piece, 0, coef, alpha, settings)
+    if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise ValueError(
+            f"expert {name!r}: the solve gave non-finite coefficients (its statistics hold "
+            f"non-finite values: n={piece['n'][0]:g}); nothing was saved: check the store's "
+            "flux and target values for inf, or refit with --precision float64"
+        )
     return out
 
 
@@ -218,8 +330,8 @@ def _note_fixed_alpha(info: dict, method: str) -> None:
     )
 
 
-def _empty_solution(experts: list[str], acc: dict, cv: dict | None) -> dict:
-    n_experts, n_pixels, n_targets = len(experts), *acc["sxy"].shape[1:]
+def _empty_solution(experts: list[str], n_pixels: int, n_targets: int, cv: dict | None) -> dict:
+    n_experts = len(experts)
     out = {
         "coef": np.zeros((n_experts, n_pixels, n_targets)),
         "intercept": np.zeros((n_experts, n_targets)),
@@ -246,29 +358,6 @@ def _copy_global(out: dict, cv: dict | None, e: int) -> None:
         cv["coef_fixed"][e], cv["intercept_fixed"][e] = (
             cv["coef_fixed"][0],
             cv["intercept_fixed"][0],
-        )
-
-
-def _solve_expert(out, cv, e, name, src, k, alpha, settings: FitSettings) -> None:
-    """Solve expert ``e`` from slot ``k`` of ``src`` (and at the fixed alpha, with CV)."""
-    gram = stats.slot_gram(src, k)
-    problem = (src["n"][k], src["mean_x"][k], src["mean_y"][k], gram, src["sxy"][k])
-    out["coef"][e], out["intercept"][e], info = solve_ridge(
-        *problem, alpha, standardize=settings.standardize
-    )
-    if cv:
-        cv["coef_fixed"][e], cv["intercept_fixed"][e], _ = solve_ridge(
-            *problem, cv["alpha_fixed"], standardize=settings.standardize
-        )
-    out["mean_x"][e] = src["mean_x"][k]
-    out["solver"][name] = info
-    if settings.products == "float32":
-        out["estimate"][name] = float32_error(src, k, out["coef"][e], alpha, settings)
-    if not (np.isfinite(out["coef"][e]).all() and np.isfinite(out["intercept"][e]).all()):
-        raise ValueError(
-            f"expert {name!r}: the solve gave non-finite coefficients (its statistics hold "
-            f"non-finite values: n={src['n'][k]:g}); nothing was saved: check the store's "
-            "flux and target values for inf, or refit with --precision float64"
         )
 
 

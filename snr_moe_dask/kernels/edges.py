@@ -14,7 +14,7 @@ scored on the held-out fold, the held-out squared errors (averaged over
 targets) are summed over coarse cells and folds, and divided by the number
 of spectra. The search returns the partition with the lowest CV error.
 
-The rules mirror the fit (:func:`snr_moe_dask.fit.tasks.solve_experts`):
+The rules mirror the fit (:func:`snr_moe_dask.fit.solve.solve_experts`):
 
 * A coarse cell with fewer than ``max(min_spectra, 1)`` spectra (over all
   folds, as the fit counts them) is served by the global model: its

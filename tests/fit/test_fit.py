@@ -328,3 +328,36 @@ def test_threads_folding_at_once_give_the_sequential_result(tmp_path):
     with dask.config.set(scheduler="threads", num_workers=4):
         threaded = SNRBinnedRidge(alpha=1e3, partitions=4, gate=False).fit(store)
     np.testing.assert_array_equal(threaded.coef_, sequential.coef_)
+
+
+@pytest.mark.parametrize("alpha", [1e3, "cv"])
+def test_parallel_expert_solves_give_the_sequential_solution(small_survey, client, alpha):
+    """The graph solves each expert in its own task, from its own statistics, and
+    puts them together; the solution is the in-process one, bit for bit (a
+    fallback expert and, with CV, the chosen and fixed-alpha solutions included)."""
+    from snr_moe_dask import inputs
+    from snr_moe_dask.fit.graph import build_chains, cv_graph, solve_graph
+    from snr_moe_dask.fit.settings import with_data
+    from snr_moe_dask.fit.solve import solve_experts
+    from snr_moe_dask.fit.tasks import pool_experts
+
+    model = SNRBinnedRidge(alpha=alpha, min_spectra=160, gate=False, calibration=0)
+    settings = model._resolved()
+    source, ds = model._source(small_survey, settings)
+    settings = with_data(
+        settings, source.n_pixels, sum(source.rows), inputs.values_reader(ds, None, None)
+    )
+    total, _ = build_chains(source, settings, 2)
+    cv = cv_graph(total, settings)
+    pooled = dask.delayed(pool_experts)(total, settings, None)
+    _, solved = solve_graph(total, pooled, settings, cv, None)
+    acc, cv_results, parallel = dask.compute(total, cv, solved)
+    sequential = solve_experts(acc, settings, cv_results)
+    assert parallel["fallback"] and parallel["fallback"] == sequential["fallback"]
+    for key in ("coef", "intercept", "mean_x", "alpha", "n_train", "snr", "cell_map"):
+        np.testing.assert_array_equal(parallel[key], sequential[key], err_msg=key)
+    for key in ("experts", "solver", "estimate", "excluded", "keys"):
+        assert parallel[key] == sequential[key], key
+    if alpha == "cv":
+        for key in ("coef_fixed", "intercept_fixed", "mse", "alphas"):
+            np.testing.assert_array_equal(parallel["cv"][key], sequential["cv"][key], err_msg=key)
