@@ -317,6 +317,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("worker_spill", boolean, "let LocalCluster workers spill data to disk (off: a "
            "fit's accumulators are needed at once, and spilling them only copies them)",
            "cluster.spill"),
+    Option("retain_memory", boolean, "LocalCluster workers keep the memory they free for "
+           "their next large arrays (glibc malloc: no mmap or trim of large blocks) instead "
+           "of returning it to the system at once", "cluster.retain-memory"),
     Option("dashboard_address", text, "where a LocalCluster's dashboard listens",
            "cluster.dashboard-address"),
     Option("connect_timeout", duration, "how long to wait for a scheduler to answer",

@@ -115,6 +115,38 @@ def test_local_cluster_closes_when_body_raises():
     _assert_closed(_port(address), dashboard.port, pids)
 
 
+def _freed_block_stays_resident() -> tuple[str | None, int]:
+    """In a worker: its malloc settings, and how much of a freed 256 MB array its
+    resident set still holds (retained for the next large array, or given back)."""
+    import gc
+
+    import psutil
+
+    gc.collect()
+    before = psutil.Process().memory_info().rss
+    block = np.ones(2**25)  # 256 MB, touched
+    del block
+    return os.environ.get("GLIBC_TUNABLES"), psutil.Process().memory_info().rss - before
+
+
+@pytest.mark.parametrize("retain", [True, False])
+def test_local_workers_retain_freed_memory_by_default(retain):
+    """``snr-moe.cluster.retain-memory`` (on by default) keeps a worker's freed large
+    arrays in its heap, so the next one reuses resident pages; off, glibc maps and
+    unmaps each, as distributed sets it up."""
+    import dask
+
+    with dask.config.set({"snr-moe.cluster.retain-memory": retain}):
+        with get_client("local", quiet=True, workers=1, threads_per_worker=1) as client:
+            ((tunables, kept),) = client.run(_freed_block_stays_resident).values()
+    if retain:
+        assert "glibc.malloc.mmap_threshold=" in tunables
+        assert kept > 200 * 2**20
+    else:
+        assert tunables is None
+        assert kept < 32 * 2**20
+
+
 # ---------------------------------------------------------------- dashboard
 
 
