@@ -6,7 +6,9 @@ uncertainties unless ``--calibration N``) on a
 LocalCluster of single-threaded workers, with distributed's task stream
 recording every task, then prints per kind of task (fold, merge, solve, ...)
 the count and total, mean and largest duration of its compute and transfer
-steps, and each worker's fold durations in order.
+steps, each worker's fold durations in order, and when and where each
+task after the pass (the experts' pieces, solves, refinement steps and
+factors) ran.
 """
 
 from __future__ import annotations
@@ -29,9 +31,14 @@ def task_kind(key) -> str:
     return name.split("-")[0]
 
 
+FINISH = ("expert_piece", "solve_expert", "solve_experts", "refine_expert", "refined", "factor")
+
+
 def summarize(stream: list[dict], t0: float) -> dict:
     steps = collections.defaultdict(list)
     folds = collections.defaultdict(list)
+    finish = []
+    workers = sorted({task["worker"] for task in stream})
     for task in stream:
         kind = task_kind(task["key"])
         for step in task["startstops"]:
@@ -39,7 +46,11 @@ def summarize(stream: list[dict], t0: float) -> dict:
             steps[f"{kind} {step['action']}"].append(seconds)
             if kind == "fold" and step["action"] == "compute":
                 folds[task["worker"]].append((step["start"] - t0, seconds))
+            if kind in FINISH and step["action"] == "compute":
+                worker = workers.index(task["worker"])
+                finish.append([kind, worker, step["start"] - t0, seconds])
     return {
+        "finish": sorted(finish, key=lambda row: row[2]),
         "steps": {
             k: {"count": len(v), "total_s": sum(v), "mean_s": float(np.mean(v)), "max_s": max(v)}
             for k, v in sorted(steps.items())
@@ -97,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     for worker, folds in result["folds_by_worker"].items():
         print(f"folds on {worker}: " + " ".join(f"{s:.2f}" for s in folds))
+    for kind, worker, start, took in result["finish"]:
+        print(f"  {kind:14s} worker {worker}  at {start:6.2f} s  for {took:5.2f} s")
     print(f"fit {seconds:.1f} s (pass {result['pass']:.1f} s, solve {result['solve']:.1f} s)")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
