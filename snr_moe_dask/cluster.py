@@ -336,7 +336,7 @@ def _environ_restorer(names) -> Callable[[], None]:
 
 
 def _memory_config() -> dict:
-    """LocalCluster workers' malloc settings (``snr-moe.cluster.retain-memory``, on by
+    """LocalCluster workers' malloc settings (``snr-moe.cluster.retain-memory``, off by
     default), set in their environment before they start.
 
     By default glibc gives every block above 32 MB its own mapping and unmaps it
@@ -345,7 +345,9 @@ def _memory_config() -> dict:
     fresh memory whose pages the kernel must zero and map again; in a virtual
     machine that returns freed memory to its host, that costs about 1-2 s per
     GB. Retained, the next array reuses the pages the last one freed. The
-    worker's resident size stays at its high-water mark instead of shrinking.
+    worker's resident size stays at its high-water mark instead of shrinking:
+    on the 100k fit the summed peak grew by 25-40 %, for no gain that paired
+    runs could separate from the machine's noise (BENCHMARKS.md), hence off.
     """
     if not resolve("retain_memory"):
         return {}

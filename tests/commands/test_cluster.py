@@ -130,10 +130,11 @@ def _freed_block_stays_resident() -> tuple[str | None, int]:
 
 
 @pytest.mark.parametrize("retain", [True, False])
-def test_local_workers_retain_freed_memory_by_default(retain):
-    """``snr-moe.cluster.retain-memory`` (on by default) keeps a worker's freed large
-    arrays in its heap, so the next one reuses resident pages; off, glibc maps and
-    unmaps each, as distributed sets it up."""
+def test_local_workers_retain_freed_memory_when_asked(retain):
+    """``snr-moe.cluster.retain-memory`` keeps a worker's freed large arrays in its
+    heap, so the next one reuses resident pages; off (the default), glibc maps and
+    unmaps each, as distributed sets it up, and the setting of one cluster does not
+    leak into the next one's workers."""
     import dask
 
     with dask.config.set({"snr-moe.cluster.retain-memory": retain}):
