@@ -17,7 +17,7 @@ from ..kernels.edges import search_edges
 from ..kernels.solve import solve_ridge
 from .refine import float32_error
 from .settings import GLOBAL, FitSettings
-from .tasks import COUNTS, cell_to_expert, expert_stats, gather
+from .tasks import COUNTS, cell_to_expert, expert_stats, gather, slot_piece
 
 
 def choose_cells(acc: dict, settings: FitSettings) -> dict:
@@ -240,9 +240,6 @@ def solve_plan(
     }
 
 
-_SLOT_KEYS = ("n", "mean_x", "mean_y", "sxx", "sxy", "syy")
-
-
 def expert_piece(pooled: dict, e: int) -> dict | None:
     """Expert ``e``'s statistics as a one-slot accumulator (graph task): for the
     global model (``e`` 0) every slot of ``pooled`` merged, for expert ``e`` slot
@@ -255,7 +252,7 @@ def expert_piece(pooled: dict, e: int) -> dict | None:
         return stats.total_stats(pooled)
     if e > pooled["n"].size:
         return None
-    return {key: pooled[key][e - 1 : e] for key in _SLOT_KEYS}
+    return slot_piece(pooled, e - 1, e, first=False)
 
 
 def solve_expert(piece: dict | None, e: int, plan: dict, settings: FitSettings) -> dict | None:
