@@ -36,6 +36,7 @@ FINISH = ("expert_piece", "solve_expert", "solve_experts", "refine_expert", "ref
 
 def summarize(stream: list[dict], t0: float) -> dict:
     steps = collections.defaultdict(list)
+    spans = collections.defaultdict(list)
     folds = collections.defaultdict(list)
     finish = []
     workers = sorted({task["worker"] for task in stream})
@@ -44,6 +45,7 @@ def summarize(stream: list[dict], t0: float) -> dict:
         for step in task["startstops"]:
             seconds = step["stop"] - step["start"]
             steps[f"{kind} {step['action']}"].append(seconds)
+            spans[kind].append((step["start"] - t0, seconds))
             if kind == "fold" and step["action"] == "compute":
                 folds[task["worker"]].append((step["start"] - t0, seconds))
             if kind in FINISH and step["action"] == "compute":
@@ -56,7 +58,16 @@ def summarize(stream: list[dict], t0: float) -> dict:
             for k, v in sorted(steps.items())
         },
         "folds_by_worker": {w: [s for _, s in sorted(v)] for w, v in folds.items()},
+        "fold_window": _window([step for v in folds.values() for step in v]),
+        "windows": sorted(([kind, *_window(v)] for kind, v in spans.items()), key=lambda r: r[1]),
     }
+
+
+def _window(steps: list[tuple[float, float]]) -> list[float]:
+    """When the first fold started and the last one ended (seconds from the fit's start)."""
+    if not steps:
+        return [0.0, 0.0]
+    return [min(s for s, _ in steps), max(s + d for s, d in steps)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     for worker, folds in result["folds_by_worker"].items():
         print(f"folds on {worker}: " + " ".join(f"{s:.2f}" for s in folds))
+    first, last = result["fold_window"]
+    print(f"folds from {first:.2f} s to {last:.2f} s")
+    for kind, start, stop in result["windows"]:
+        print(f"  {kind:14s} from {start:6.2f} s to {stop:6.2f} s")
     for kind, worker, start, took in result["finish"]:
         print(f"  {kind:14s} worker {worker}  at {start:6.2f} s  for {took:5.2f} s")
     print(f"fit {seconds:.1f} s (pass {result['pass']:.1f} s, solve {result['solve']:.1f} s)")
