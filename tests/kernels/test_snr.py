@@ -91,3 +91,43 @@ def test_snr_and_mean_share_one_ratio_and_equal_the_separate_kernels(
         quality_features("snr", flux, error, bad, snr), np.column_stack([snr, mean])
     )
     assert snr_statistics(flux, error, bad)[1] is None
+
+
+def test_snr_divides_into_a_reused_buffer():
+    """A second chunk of the same width allocates no new ratio: the division goes into
+    this thread's scratch buffer (a fresh 64 MB array per chunk costs more to touch
+    than the division itself)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    flux = rng.normal(5, 1, (256, 2048)).astype(np.float32)
+    error = rng.uniform(0.5, 2, flux.shape).astype(np.float32)
+    bad = find_bad_pixels(flux, error)
+    snr_statistics(flux, error, bad)  # the first call may allocate the buffer
+    tracemalloc.start()
+    try:
+        got, _ = snr_statistics(flux[:100], error[:100], bad[:100])  # fewer rows reuse it
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < flux[:100].nbytes / 4
+    np.testing.assert_array_equal(got, np.median(flux[:100] / error[:100], axis=1))
+
+
+def test_snr_in_threads_at_once_is_each_threads_own():
+    """Threads of one worker folding chunks at once never share a ratio buffer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(4)
+    chunks = []
+    for i in range(8):
+        flux = rng.normal(3 + i, 1, (64, 999)).astype(np.float32)
+        error = rng.uniform(0.5, 2, flux.shape).astype(np.float32)
+        chunks.append((flux, error, find_bad_pixels(flux, error)))
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda c: snr_statistics(*c, mean=True), chunks * 4))
+    for (flux, error, _), (snr, mean) in zip(chunks * 4, got):
+        np.testing.assert_array_equal(snr, np.median(flux / error, axis=1))
+        np.testing.assert_array_equal(
+            mean, np.einsum("ij->i", flux / error, dtype=np.float64) / flux.shape[1]
+        )
