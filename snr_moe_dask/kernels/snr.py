@@ -2,27 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
-
-_SCRATCH = threading.local()
-
-
-def _ratio_buffer(shape: tuple[int, int], dtype) -> np.ndarray:
-    """This thread's buffer for a chunk's flux / error, shape ``shape``.
-
-    A temporary the SNR's median reorders and nothing returns: dividing into a
-    buffer that is already in memory saves touching a new 64 MB array per chunk
-    of 4096 x 4096 (BENCHMARKS.md). Per thread, because a worker with several
-    threads folds several chunks at once; it grows to the most rows seen.
-    """
-    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    key = (shape[1], np.dtype(dtype).str)
-    buf = buffers.get(key)
-    if buf is None or buf.shape[0] < shape[0]:
-        buf = buffers[key] = np.empty((shape[0], shape[1]), dtype=dtype)
-    return buf[: shape[0]]
 
 
 def find_bad_pixels(
@@ -107,10 +87,8 @@ def snr_statistics(
         good pixel).
     mean : ndarray of shape (n_spectra,), float64, or None
     """
-    dtype = np.result_type(flux, error, np.float32)
-    ratio = _ratio_buffer(np.shape(flux), dtype)
     with np.errstate(invalid="ignore", divide="ignore"):
-        np.divide(flux, error, out=ratio, dtype=dtype)
+        ratio = np.divide(flux, error, dtype=np.result_type(flux, error, np.float32))
     clean = ~bad.any(axis=1)
     average = None
     if mean:  # before the median reorders the ratio
