@@ -15,7 +15,6 @@ import numpy as np
 from scipy.linalg import blas
 
 from . import packed as P
-from .memory import zeros
 
 _SCRATCH = threading.local()
 
@@ -28,7 +27,7 @@ def _scratch(n: int, dtype) -> np.ndarray:
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
     key = (n, np.dtype(dtype).str)
     if key not in buffers:
-        buffers[key] = zeros((n, n), dtype=dtype, order="F")
+        buffers[key] = np.zeros((n, n), dtype=dtype, order="F")
     return buffers[key]
 
 

@@ -30,8 +30,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import blas
 
-from .memory import zeros
-
 
 def packed_size(n_pixels: int) -> int:
     """Length of a packed triangle, ``n_pixels (n_pixels + 1) / 2``."""
@@ -87,7 +85,7 @@ def upper_matrix(packed: np.ndarray, out: np.ndarray | None = None) -> np.ndarra
     packed = np.asarray(packed, dtype=np.float64)
     p = _n_pixels(packed.size)
     if out is None:
-        out = zeros((p, p), order="F")
+        out = np.zeros((p, p), order="F")
     start = 0
     for j in range(p):  # column j of the triangle is contiguous in both layouts
         out[: j + 1, j] = packed[start : start + j + 1]

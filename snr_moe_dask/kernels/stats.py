@@ -60,7 +60,6 @@ from scipy.linalg import blas
 from . import packed as P
 from .binning import assign_bins
 from .gram import add_gram, centre, product, rank_one, syrk_into
-from .memory import zeros
 from .selection import float32_safe, impute_bad_pixels, select_rows
 
 PRECISIONS = ("float32", "float64")
@@ -78,7 +77,7 @@ def new_accumulator(
         "n": np.zeros(n_slots),
         "mean_x": np.zeros((n_slots, n_pixels)),
         "mean_y": np.zeros((n_slots, n_targets)),
-        "sxx": zeros((n_slots, *gram)),
+        "sxx": np.zeros((n_slots, *gram)),
         "sxy": np.zeros((n_slots, n_pixels, n_targets)),
         "syy": np.zeros((n_slots, n_targets, n_targets)),
         **{key: np.zeros(n_bins + 1, dtype=np.int64) for key in _COUNT_KEYS},
