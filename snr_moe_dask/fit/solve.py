@@ -279,11 +279,7 @@ def solve_expert(piece: dict | None, e: int, plan: dict, settings: FitSettings) 
     alpha, cv = plan["alphas"][e], plan["cv"]
     gram = stats.slot_gram(piece, 0)
     problem = (piece["n"][0], piece["mean_x"][0], piece["mean_y"][0], gram, piece["sxy"][0])
-    # A packed slot's matrix is a new one, ours to solve in when it is solved once.
-    own = piece["sxx"][0].ndim == 1 and not cv
-    coef, intercept, info = solve_ridge(
-        *problem, alpha, standardize=settings.standardize, overwrite_sxx=own
-    )
+    coef, intercept, info = solve_ridge(*problem, alpha, standardize=settings.standardize)
     out = {"coef": coef, "intercept": intercept, "mean_x": piece["mean_x"][0], "start": start}
     if cv:
         out["coef_fixed"], out["intercept_fixed"], _ = solve_ridge(

@@ -113,7 +113,6 @@ def solve_ridge(
     *,
     standardize: bool = False,
     refine: bool = True,
-    overwrite_sxx: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Solve one ridge problem from centred statistics.
 
@@ -139,11 +138,6 @@ def solve_ridge(
         :func:`_solve_cholesky_refined`), falling back to a float64 factor
         when that cannot reach float64 accuracy; False always factors in
         float64.
-    overwrite_sxx : bool
-        ``sxx`` is the caller's own and may serve as the working matrix (as
-        ``overwrite_a`` in :mod:`scipy.linalg`): a Fortran-ordered float64
-        ``sxx`` is then not copied, and holds no Gram matrix afterwards.
-        Any other ``sxx`` is copied as usual.
 
     Returns
     -------
@@ -155,8 +149,7 @@ def solve_ridge(
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0; got {alpha}")
     scale = feature_scale(np.diag(sxx), n) if standardize else np.ones_like(mean_x)
-    own = overwrite_sxx and sxx.dtype == np.float64 and sxx.flags.f_contiguous
-    a = sxx if own else np.array(sxx, dtype=np.float64, order="F")
+    a = np.array(sxx, dtype=np.float64, order="F")
     if standardize:
         a /= np.outer(scale, scale)
     a[np.diag_indices_from(a)] += alpha

@@ -76,27 +76,3 @@ def test_solve_ridge_matches_sklearn(refine, alpha):
     assert info["solver"] == "cholesky"
     pred = ref.predict(x).reshape(-1, 1)
     np.testing.assert_allclose(x @ coef + intercept, pred, rtol=0, atol=1e-9 * y.std())
-
-
-@pytest.mark.parametrize("standardize", [False, True])
-@pytest.mark.parametrize("refine", [True, False])
-def test_solve_ridge_may_work_in_an_owned_gram_matrix(standardize, refine):
-    """``overwrite_sxx`` solves in the caller's Fortran-ordered float64 matrix instead of
-    a copy, with the same result bit for bit; other layouts are copied and left as they
-    were."""
-    rng = np.random.default_rng(5)
-    x, y, upper, b = centred_problem(rng, 300, 40, 2)
-    args = (len(x), x.mean(axis=0), y.mean(axis=0))
-    kw = {"standardize": standardize, "refine": refine}
-    expected = solve.solve_ridge(*args, upper, b, 10.0, **kw)
-    owned = upper.copy(order="F")
-    got = solve.solve_ridge(*args, owned, b, 10.0, overwrite_sxx=True, **kw)
-    for e, g in zip(expected[:2], got[:2]):
-        np.testing.assert_array_equal(g, e)
-    assert not np.array_equal(owned, upper)  # it was the working matrix
-    for other in (np.ascontiguousarray(upper), upper.astype(np.float32, order="F")):
-        kept = other.copy(order="K")
-        got = solve.solve_ridge(*args, other, b, 10.0, overwrite_sxx=True, **kw)
-        np.testing.assert_array_equal(other, kept)
-        rtol = 1e-5 if other.dtype == np.float32 else 0
-        np.testing.assert_allclose(got[0], expected[0], rtol=rtol)
