@@ -188,15 +188,35 @@ def test_predict_is_lazy_for_datasets(fitted):
         np.testing.assert_allclose(pred.compute(), ym, rtol=1e-10)
 
 
+def _assert_same_metrics(a, b, where):
+    """Equal structure and values; floats to 1e-12 relative."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_metrics(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_metrics(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and not isinstance(b, bool):
+        assert b == pytest.approx(a, rel=1e-12, abs=1e-15, nan_ok=True), where
+    else:
+        assert a == b, where
+
+
 def test_store_path_and_dataset_give_identical_outputs(fitted, tmp_path, client):
     """From a path, each task reads its own chunk from the store; from a Dataset,
-    the chunks come from xarray's read tasks. Both give the same bytes."""
+    the chunks come from xarray's read tasks. Both give the same predictions and
+    metrics to 1e-12: the BLAS kernel's rounding may depend on a chunk's memory
+    alignment, and the bootstrap's partial sums merge in each graph's order."""
     model_path, test = fitted
     kw = {"routing": "oracle,observed", "bootstrap": 50, "report": False}
     by_path = evaluate_model(model_path, test, tmp_path / "path", **kw)
     by_ds = evaluate_model(model_path, open_spectra(test), tmp_path / "ds", **kw)
     for key in ("overall", "bins", "routings"):
-        assert by_path[key] == by_ds[key], key
+        _assert_same_metrics(by_path[key], by_ds[key], key)
     a = xr.open_zarr(tmp_path / "path" / "predictions.zarr", consolidated=False).load()
     b = xr.open_zarr(tmp_path / "ds" / "predictions.zarr", consolidated=False).load()
-    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+    # The BLAS kernel may round the products of differently aligned chunks
+    # differently in the last bit (seen with OpenBLAS's SkylakeX kernel).
+    xr.testing.assert_allclose(a.drop_attrs(), b.drop_attrs(), rtol=1e-12, atol=1e-15)
