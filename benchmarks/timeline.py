@@ -58,15 +58,12 @@ def summarize(stream: list[dict], t0: float) -> dict:
             for k, v in sorted(steps.items())
         },
         "folds_by_worker": {w: [s for _, s in sorted(v)] for w, v in folds.items()},
-        "fold_window": _window([step for v in folds.values() for step in v]),
         "windows": sorted(([kind, *_window(v)] for kind, v in spans.items()), key=lambda r: r[1]),
     }
 
 
 def _window(steps: list[tuple[float, float]]) -> list[float]:
-    """When the first fold started and the last one ended (seconds from the fit's start)."""
-    if not steps:
-        return [0.0, 0.0]
+    """When the first step started and the last one ended (seconds from the fit's start)."""
     return [min(s for s, _ in steps), max(s + d for s, d in steps)]
 
 
@@ -119,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     for worker, folds in result["folds_by_worker"].items():
         print(f"folds on {worker}: " + " ".join(f"{s:.2f}" for s in folds))
-    first, last = result["fold_window"]
-    print(f"folds from {first:.2f} s to {last:.2f} s")
     for kind, start, stop in result["windows"]:
         print(f"  {kind:14s} from {start:6.2f} s to {stop:6.2f} s")
     for kind, worker, start, took in result["finish"]:

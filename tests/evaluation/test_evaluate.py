@@ -198,7 +198,7 @@ def _assert_same_metrics(a, b, where):
         assert isinstance(b, list | tuple) and len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
             _assert_same_metrics(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) and not isinstance(b, bool):
+    elif isinstance(a, float):
         assert b == pytest.approx(a, rel=1e-12, abs=1e-15, nan_ok=True), where
     else:
         assert a == b, where
